@@ -1,0 +1,36 @@
+"""The course's best configuration: H 300, lr 0.1, lambda 1e-4, 2000 iterations.
+
+  python main.py --config=configs/default.py --workdir=runs/default
+
+Reaches about 0.94 validation accuracy (the course reports 0.940) in a few
+seconds on a 2-core CPU. Other configs import this one and override fields.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The default hyperparameters (flat; every field is a contract name)."""
+  config = ml_collections.ConfigDict()
+  # Data.
+  config.dataset = 'mnist'
+  config.data_source = 'idx'  # 'idx' (vendored files) or 'tfds' (prepared TFDS).
+  config.data_dir = ''  # '' = the vendored data/<dataset>/ folder.
+  config.data_url = ''  # Mirror for absent files; '' = the dataset's default.
+  config.num_val = 5000
+  # Model.
+  config.hidden_size = 300
+  config.init_std = 1e-4
+  # Training.
+  config.optimizer = 'sgd'
+  config.batch_size = 200
+  config.num_iters = 2000
+  config.learning_rate = 1e-1
+  config.lr_decay = 0.95
+  config.l2_reg = 1e-4
+  config.seed = 0
+  # Evaluation: every `eval_every` iterations (0 = once per epoch), accuracy on
+  # the first `train_eval_size` training images and on the whole val split.
+  config.eval_every = 0
+  config.train_eval_size = 5000
+  return config

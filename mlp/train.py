@@ -1,0 +1,217 @@
+"""Training: the one training function that train, sweep and benchmark share.
+
+`train_segment` advances a `TrainState` by SGD steps up to a given step and then
+evaluates; `train` is a whole run (init, then `lax.scan` over segments) in one
+pure function. Every hyperparameter that a sweep varies is an array in
+`Hyperparams`, so `jax.vmap` over them trains many models in one compiled
+program, and a second learning rate reuses the compiled code. Shapes live in
+the hashable `Static`.
+"""
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mlp import model
+from mlp.data import scale_images
+
+
+class Hyperparams(NamedTuple):
+  """Per-model hyperparameters, scalars (or stacked along a model axis)."""
+
+  learning_rate: jax.Array  # float32: the initial step size.
+  lr_decay: jax.Array  # float32: factor applied after every epoch.
+  l2_reg: jax.Array  # float32: lambda of the L2 penalty.
+  init_std: jax.Array  # float32: standard deviation of the initial weights.
+  seed: jax.Array  # int32: initial weights and the mini-batch sequence.
+  num_iters: jax.Array  # int32: training stops (params freeze) after this many steps.
+
+
+class DeviceData(NamedTuple):
+  """The splits used during training, on device; images stay uint8."""
+
+  train_images: jax.Array  # (N, D) uint8
+  train_labels: jax.Array  # (N,) int32
+  val_images: jax.Array  # (V, D) uint8
+  val_labels: jax.Array  # (V,) int32
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+  """Everything that fixes shapes or program structure: one compile per value."""
+
+  input_size: int
+  hidden_size: int
+  num_classes: int
+  batch_size: int
+  num_train: int
+  max_iters: int
+  eval_every: int
+  train_eval_size: int
+  optimizer: str = 'sgd'
+
+  @property
+  def iters_per_epoch(self) -> int:
+    return max(self.num_train // self.batch_size, 1)
+
+  @property
+  def num_segments(self) -> int:
+    return math.ceil(self.max_iters / self.eval_every)
+
+
+class TrainState(NamedTuple):
+  params: model.Params
+  opt_state: optax.OptState
+  step: jax.Array  # int32 scalar, shared by every model of a sweep.
+  train_loss: jax.Array  # mean loss over the last segment (nan before any step).
+
+
+OPTIMIZERS = ('sgd',)
+
+
+def _optimizer(name: str, learning_rate: jax.Array) -> optax.GradientTransformation:
+  if name == 'sgd':
+    return optax.sgd(learning_rate)
+  raise ValueError(f'unknown optimizer {name!r}')
+
+
+def learning_rate_at(hparams: Hyperparams, step: jax.Array, static: Static) -> jax.Array:
+  """Step size at `step`: decayed by `lr_decay` after every epoch."""
+  epoch = step // static.iters_per_epoch
+  return hparams.learning_rate * hparams.lr_decay ** epoch.astype(jnp.float32)
+
+
+def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(init key, data key) from a seed; models sharing a seed share batches."""
+  init_key, data_key = jax.random.split(jax.random.key(seed))
+  return init_key, data_key
+
+
+def init_state(hparams: Hyperparams, static: Static) -> TrainState:
+  """Initial params (N(0, init_std^2) weights, zero biases) and optimizer state."""
+  init_key, _ = _keys(hparams.seed)
+  params = model.init_params(
+    init_key, static.input_size, static.hidden_size, static.num_classes, hparams.init_std
+  )
+  opt_state = _optimizer(static.optimizer, hparams.learning_rate).init(params)
+  return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan))
+
+
+def batch_indices(seed: jax.Array, step: jax.Array, static: Static) -> jax.Array:
+  """The mini-batch of `step`: `batch_size` indices drawn with replacement."""
+  _, data_key = _keys(seed)
+  step_key = jax.random.fold_in(data_key, step)
+  return jax.random.randint(step_key, (static.batch_size,), 0, static.num_train)
+
+
+def train_step(
+  state: TrainState, hparams: Hyperparams, data: DeviceData, static: Static
+) -> tuple[TrainState, jax.Array, jax.Array]:
+  """One SGD step. A model past its `num_iters` gets a zero step (params frozen).
+
+  Returns:
+    The new state, the mini-batch loss, and whether the step was active.
+  """
+  step = state.step
+  idx = batch_indices(hparams.seed, step, static)
+  x = scale_images(data.train_images[idx])
+  y = data.train_labels[idx]
+  loss, grads = jax.value_and_grad(model.loss)(state.params, x, y, hparams.l2_reg)
+  active = step < hparams.num_iters
+  lr = jnp.where(active, learning_rate_at(hparams, step, static), 0.0)
+  updates, opt_state = _optimizer(static.optimizer, lr).update(
+    grads, state.opt_state, state.params
+  )
+  params = optax.apply_updates(state.params, updates)
+  return state._replace(params=params, opt_state=opt_state, step=step + 1), loss, active
+
+
+def evaluate(params: model.Params, data: DeviceData, static: Static) -> dict:
+  """Accuracy on the first `train_eval_size` training images and on val."""
+  n = static.train_eval_size
+  return {
+    'train_accuracy': model.accuracy(
+      params, scale_images(data.train_images[:n]), data.train_labels[:n]
+    ),
+    'val_accuracy': model.accuracy(
+      params, scale_images(data.val_images), data.val_labels
+    ),
+  }
+
+
+def train_segment(
+  state: TrainState,
+  hparams: Hyperparams,
+  data: DeviceData,
+  static: Static,
+  end_step: jax.Array,
+) -> tuple[TrainState, dict]:
+  """Steps from `state.step` to `end_step` inside one loop, then an evaluation.
+
+  Args:
+    state: where training stands.
+    hparams: this model's hyperparameters (scalars; vmap for many models).
+    data: the device-resident splits.
+    static: shapes and structure.
+    end_step: int32 scalar, the step to stop at (exclusive), at most `max_iters`.
+
+  Returns:
+    The new state, and the metrics at `end_step`: `step`, `train_loss` (mean
+    mini-batch loss of the segment), `learning_rate` (of its last step),
+    `train_accuracy` (on the training subset) and `val_accuracy`.
+  """
+  start_step = state.step
+
+  def body(_, carry):
+    state, loss_sum, count = carry
+    state, loss, active = train_step(state, hparams, data, static)
+    return state, loss_sum + jnp.where(active, loss, 0.0), count + active
+
+  state, loss_sum, count = jax.lax.fori_loop(
+    start_step, end_step, body, (state, jnp.zeros(()), jnp.zeros((), jnp.int32))
+  )
+  train_loss = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), state.train_loss)
+  state = state._replace(train_loss=train_loss)
+  last_step = jnp.minimum(state.step, hparams.num_iters) - 1
+  metrics = {
+    'step': jnp.minimum(state.step, hparams.num_iters),
+    'train_loss': train_loss,
+    'learning_rate': learning_rate_at(hparams, jnp.maximum(last_step, 0), static),
+    **evaluate(state.params, data, static),
+  }
+  return state, metrics
+
+
+def segment_ends(static: Static) -> np.ndarray:
+  """The step at which each evaluation happens: every `eval_every`, and the last."""
+  return np.minimum(
+    np.arange(1, static.num_segments + 1) * static.eval_every, static.max_iters
+  ).astype(np.int32)
+
+
+def train(
+  hparams: Hyperparams, data: DeviceData, static: Static
+) -> tuple[model.Params, dict]:
+  """A whole training run as one pure function (init, then scan over segments).
+
+  Args:
+    hparams: scalars; `jax.vmap` this function for many models at once.
+    data: the device-resident splits.
+    static: shapes and structure (mark static under `jax.jit`).
+
+  Returns:
+    The final params and the history: each metric of `train_segment` stacked
+    over evaluations, `(num_segments,)`.
+  """
+  state = init_state(hparams, static)
+
+  def body(state, end_step):
+    return train_segment(state, hparams, data, static, end_step)
+
+  state, history = jax.lax.scan(body, state, jnp.asarray(segment_ends(static)))
+  return state.params, history

@@ -1,0 +1,139 @@
+"""The training function: compile once, vmap equals separate runs, determinism."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlp import train
+
+STATIC = train.Static(
+  input_size=12, hidden_size=8, num_classes=3, batch_size=16, num_train=96,
+  max_iters=40, eval_every=10, train_eval_size=48,
+)
+
+
+@pytest.fixture(scope='module')
+def data():
+  """A small learnable problem: class c lights up the c-th group of 4 pixels."""
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 128).astype(np.int32)
+  images = rng.integers(0, 120, (128, 3, 4))
+  images[np.arange(128), labels] += 120
+  images = images.reshape(128, 12).astype(np.uint8)
+  return train.DeviceData(
+    jnp.asarray(images[:96]), jnp.asarray(labels[:96]),
+    jnp.asarray(images[96:]), jnp.asarray(labels[96:]),
+  )
+
+
+def hparams(learning_rate=0.5, lr_decay=0.9, l2_reg=1e-3, init_std=0.1, seed=0, num_iters=40):
+  return train.Hyperparams(
+    np.float32(learning_rate), np.float32(lr_decay), np.float32(l2_reg),
+    np.float32(init_std), np.int32(seed), np.int32(num_iters),
+  )
+
+
+def stack(*hps):
+  return jax.tree.map(lambda *xs: np.stack(xs), *hps)
+
+
+train_jit = jax.jit(train.train, static_argnames='static')
+
+
+def test_training_learns(data):
+  params, history = train_jit(hparams(), data, static=STATIC)
+  np.testing.assert_array_equal(history['step'], [10, 20, 30, 40])
+  assert history['train_loss'][-1] < 0.7 * history['train_loss'][0]
+  assert history['val_accuracy'][-1] > 0.6
+  assert params['W1'].shape == (12, 8)
+
+
+def test_second_learning_rate_reuses_the_compiled_program(data):
+  traced = jax.jit(chex.assert_max_traces(train.train, n=1), static_argnames='static')
+  traced(hparams(learning_rate=0.1), data, static=STATIC)
+  traced(hparams(learning_rate=0.3, l2_reg=0.0, seed=3, init_std=0.2), data, static=STATIC)
+  assert traced._cache_size() == 1
+
+
+def test_vmap_equals_separate_runs(data):
+  settings = [hparams(learning_rate=0.1, seed=1), hparams(learning_rate=1.0, l2_reg=0.0, seed=2)]
+  vmapped = jax.jit(jax.vmap(train.train, in_axes=(0, None, None)), static_argnums=2)
+  params, history = vmapped(stack(*settings), data, STATIC)
+  for i, hp in enumerate(settings):
+    alone_params, alone_history = train_jit(hp, data, static=STATIC)
+    for name in alone_params:
+      np.testing.assert_allclose(params[name][i], alone_params[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(history['val_accuracy'][i], alone_history['val_accuracy'])
+
+
+def test_same_seed_gives_identical_params(data):
+  first, _ = train_jit(hparams(seed=5), data, static=STATIC)
+  second, _ = train_jit(hparams(seed=5), data, static=STATIC)
+  other, _ = train_jit(hparams(seed=6), data, static=STATIC)
+  for name in first:
+    np.testing.assert_array_equal(first[name], second[name])
+  assert not np.array_equal(first['W1'], other['W1'])
+
+
+def test_batches_are_drawn_with_replacement_and_shared_by_seed():
+  big = train.Static(12, 8, 3, batch_size=4096, num_train=50, max_iters=1, eval_every=1,
+                     train_eval_size=1)
+  idx = np.asarray(train.batch_indices(np.int32(0), np.int32(7), big))
+  assert idx.min() >= 0 and idx.max() < 50
+  assert len(np.unique(idx)) == 50  # every index drawn, so many repeats
+  same = train.batch_indices(np.int32(0), np.int32(7), big)
+  np.testing.assert_array_equal(idx, same)
+  assert not np.array_equal(idx, train.batch_indices(np.int32(0), np.int32(8), big))
+  assert not np.array_equal(idx, train.batch_indices(np.int32(1), np.int32(7), big))
+
+
+def test_learning_rate_decays_once_per_epoch():
+  # 96 images / batch 16 = 6 iterations per epoch.
+  hp = hparams(learning_rate=1.0, lr_decay=0.5)
+  rates = [float(train.learning_rate_at(hp, jnp.int32(s), STATIC)) for s in (0, 5, 6, 11, 12)]
+  assert rates == [1.0, 1.0, 0.5, 0.5, 0.25]
+  assert STATIC.iters_per_epoch == 6
+  tiny = train.Static(12, 8, 3, batch_size=200, num_train=50, max_iters=1, eval_every=1,
+                      train_eval_size=1)
+  assert tiny.iters_per_epoch == 1
+
+
+def test_num_iters_freezes_a_model_inside_a_longer_run(data):
+  short = train.Static(**{**STATIC.__dict__, 'max_iters': 25})
+  alone, alone_history = train_jit(hparams(num_iters=25), data, static=short)
+  frozen, history = train_jit(hparams(num_iters=25), data, static=STATIC)
+  for name in alone:
+    np.testing.assert_array_equal(frozen[name], alone[name])
+  np.testing.assert_array_equal(history['step'], [10, 20, 25, 25])
+  assert alone_history['val_accuracy'][-1] == history['val_accuracy'][-1]
+
+
+def test_segment_loop_matches_the_whole_run(data):
+  """The driver's loop over segments, interrupted, gives the same params."""
+  hp = hparams()
+  segment = jax.jit(train.train_segment, static_argnames='static')
+
+  def run(states_on_host_after=None):
+    state = train.init_state(hp, STATIC)
+    for end in train.segment_ends(STATIC):
+      state, _ = segment(state, hp, data, static=STATIC, end_step=jnp.int32(end))
+      if end == states_on_host_after:  # as a checkpoint would: to host and back
+        state = jax.device_put(jax.device_get(state))
+    return state.params
+
+  uninterrupted, interrupted = run(), run(states_on_host_after=20)
+  whole, _ = train_jit(hp, data, static=STATIC)
+  for name in whole:
+    np.testing.assert_array_equal(interrupted[name], uninterrupted[name])
+    np.testing.assert_allclose(uninterrupted[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverging_model_does_not_disturb_its_neighbours(data):
+  settings = [hparams(learning_rate=0.3), hparams(learning_rate=1e6, init_std=10.0)]
+  vmapped = jax.jit(jax.vmap(train.train, in_axes=(0, None, None)), static_argnums=2)
+  params, history = vmapped(stack(*settings), data, STATIC)
+  assert not np.isfinite(history['train_loss'][1, -1])
+  alone, _ = train_jit(settings[0], data, static=STATIC)
+  np.testing.assert_allclose(params['W1'][0], alone['W1'], rtol=1e-5, atol=1e-6)
