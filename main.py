@@ -6,7 +6,9 @@
 Every mistake a user can fix ends in one line on stderr and exit code 1.
 """
 
+import logging as std_logging
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,6 +24,37 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs (train) or inputs (eval).')
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 flags.mark_flags_as_required(['workdir'])
+
+
+def _fail(message: str, exit_code: int = 1) -> NoReturn:
+  logging.flush()
+  print(f'Error: {message}', file=sys.stderr)
+  sys.exit(exit_code)
+
+
+def _one_line(error: BaseException) -> str:
+  return ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with every mistake in flags or config files as one line."""
+  try:
+    argv = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.keys()  # A config file that failed to load raises only now.
+    return argv
+  except flags.Error as e:
+    _fail(f'{_one_line(e)} (see --helpshort)', 2)
+  except (AttributeError, KeyError) as e:  # --config.FIELD that the config lacks
+    field = _one_line(e).strip('"\'')
+    _fail(f'unknown config field {field!r}: check the name against the config file', 2)
+  except BrokenPipeError:
+    raise
+  except OSError as e:  # A missing or unreadable config file.
+    reason = str(e).strip().splitlines()[-1].strip()
+    _fail(f'cannot load the --config file: {reason}', 2)
+  except Exception as e:  # noqa: BLE001 -- a config file that fails to import
+    _fail(f'cannot load the --config file: {type(e).__name__}: {_one_line(e)}', 2)
 
 
 def _dispatch(mode: str) -> None:
@@ -41,10 +74,10 @@ def main(argv: list[str]) -> None:
   try:
     _dispatch(_MODE.value)
   except UserError as e:
-    logging.flush()
-    print(f'Error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  # The TPU probe's "Unable to initialize backend" line is noise on CPU/GPU.
+  std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+  app.run(main, flags_parser=_parse_flags)

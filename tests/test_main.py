@@ -1,0 +1,96 @@
+"""The command line end to end on configs/test.py: files, eval, and user errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run(
+    [sys.executable, 'main.py', *args], cwd=REPO, capture_output=True, text=True,
+    env=env, timeout=300,
+  )
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('train')
+  result = run_main('--config=configs/test.py', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+def test_train_writes_the_workdir_files(trained):
+  workdir, result = trained
+  assert sorted(p.name for p in workdir.iterdir()) == [
+    'config.json', 'metrics.jsonl', 'params.npz', 'summary.json'
+  ]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  for key in ('val_accuracy', 'test_accuracy', 'train_accuracy', 'steps', 'train_seconds',
+              'compile_seconds', 'examples_per_second', 'backend', 'jax_version'):
+    assert key in summary, key
+  assert summary['steps'] == 60 and summary['backend'] == 'cpu'
+  assert summary['val_accuracy'] > 0.6  # 60 steps of a 16-unit net reach about 0.74
+  lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [m['step'] for m in lines] == [20, 40, 60]
+  for m in lines:
+    assert set(m) >= {'step', 'epoch', 'learning_rate', 'train_loss', 'train_accuracy',
+                      'val_accuracy', 'elapsed_s'}
+  assert json.loads((workdir / 'config.json').read_text())['hidden_size'] == 16
+  assert 'val_accuracy' in result.stdout and 'test_accuracy' in result.stdout
+  assert 'examples/s' in result.stderr and 'left' in result.stderr  # progress lines
+
+
+def test_eval_reports_the_saved_models_test_accuracy(trained):
+  workdir, _ = trained
+  result = run_main('--mode=eval', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert f'test_accuracy {summary["test_accuracy"]:.4f}' in result.stdout
+
+
+@pytest.mark.parametrize(
+  'args, expected',
+  [
+    (['--config.hidden_size=0'], 'hidden_size'),
+    (['--config.learning_rate=-0.1'], 'learning_rate'),
+    (['--config.learning_rate=inf'], 'learning_rate'),
+    (['--config.batch_size=0'], 'batch_size'),
+    (['--config.batch_size=60000'], 'batch_size'),
+    (['--config.dataset=cifar'], 'cifar'),
+    (['--config.data_dir=/nonexistent/mnist'], '/nonexistent/mnist'),
+    (['--config.hidden_size=abc'], 'hidden_size'),
+    (['--config.no_such_field=1'], 'no_such_field'),
+    (['--no_such_flag=1'], 'no_such_flag'),
+    (['--mode=fly'], 'mode'),
+    (['--config=configs/missing.py'], 'configs/missing.py'),
+  ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, expected):
+  result = run_main('--config=configs/test.py', f'--workdir={tmp_path / "w"}', *args)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith('Error:')]
+  assert len(errors) == 1, result.stderr
+  assert expected in errors[0]
+
+
+def test_eval_without_a_trained_workdir_is_a_clear_error(tmp_path):
+  result = run_main('--mode=eval', f'--workdir={tmp_path}')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'params.npz' in result.stderr
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+  target = tmp_path / 'file'
+  target.write_text('keep me')
+  result = run_main('--config=configs/test.py', f'--workdir={target}')
+  assert result.returncode != 0 and 'is a file' in result.stderr
+  assert target.read_text() == 'keep me'
