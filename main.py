@@ -2,6 +2,7 @@
 
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --mode=eval --workdir=runs/default
+  python main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
 
 Every mistake a user can fix ends in one line on stderr and exit code 1.
 """
@@ -13,15 +14,17 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlp import run
+from mlp import run, sweep
 from mlp.errors import UserError
 
-MODES = ('train', 'eval')
+MODES = ('train', 'eval', 'sweep')
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Path to a config file, e.g. configs/default.py.', lock_config=True
 )
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for outputs (train) or inputs (eval).')
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Directory for outputs (train) or inputs (eval).'
+)
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -66,6 +69,8 @@ def _dispatch(mode: str) -> None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   if mode == 'train':
     run.train_and_evaluate(config, _WORKDIR.value)
+  elif mode == 'sweep':
+    sweep.run_sweep(config, _WORKDIR.value)
 
 
 def main(argv: list[str]) -> None:

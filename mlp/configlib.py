@@ -32,8 +32,9 @@ def _check_int(config, field: str, low: int, high: int | None = None):
     _fail(field, value, f'an integer {bound}')
 
 
-def _check_float(config, field: str, low: float, low_inclusive: bool = False,
-                 high: float | None = None):
+def _check_float(
+  config, field: str, low: float, low_inclusive: bool = False, high: float | None = None
+):
   value = config[field]
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     _fail(field, value, 'a number')

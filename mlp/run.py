@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import configlib, data, model, train, workdir as workdir_lib
+from mlp import configlib, data, model, train
+from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.progress import Progress
 
@@ -36,7 +37,12 @@ def device_data(dataset: data.Dataset) -> train.DeviceData:
   """Puts the train and val splits on the default device, images as uint8."""
   return train.DeviceData(
     *jax.device_put(
-      (dataset.train_images, dataset.train_labels, dataset.val_images, dataset.val_labels)
+      (
+        dataset.train_images,
+        dataset.train_labels,
+        dataset.val_images,
+        dataset.val_labels,
+      )
     )
   )
 
@@ -59,7 +65,9 @@ def _count_correct(params, images, labels, chunk: int = 10000):
   return total
 
 
-def split_accuracy(params: model.Params, images: np.ndarray, labels: np.ndarray) -> float:
+def split_accuracy(
+  params: model.Params, images: np.ndarray, labels: np.ndarray
+) -> float:
   """Accuracy of `params` on a whole split (uint8 images `(N, D)`)."""
   return int(_count_correct(params, images, labels)) / len(labels)
 
@@ -91,17 +99,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_seconds = time.perf_counter() - t0
   logging.info(
     'Loaded %s (%s): %d train, %d val, %d test in %.2fs.',
-    config.dataset, config.data_source, len(dataset.train_labels),
-    len(dataset.val_labels), len(dataset.test_labels), data_seconds,
+    config.dataset,
+    config.data_source,
+    len(dataset.train_labels),
+    len(dataset.val_labels),
+    len(dataset.test_labels),
+    data_seconds,
   )
   workdir_lib.write_json(workdir / 'config.json', config.to_dict())
 
   static = configlib.static(
-    config, len(dataset.train_labels), dataset.train_images.shape[1], dataset.num_classes
+    config,
+    len(dataset.train_labels),
+    dataset.train_images.shape[1],
+    dataset.num_classes,
   )
   hparams = jax.device_put(configlib.hyperparams(config))
   t0 = time.perf_counter()
-  init = jax.jit(train.init_state, static_argnames='static').lower(hparams, static=static).compile()
+  init = (
+    jax.jit(train.init_state, static_argnames='static')
+    .lower(hparams, static=static)
+    .compile()
+  )
   state = init(hparams)
   segment = (
     jax.jit(train.train_segment, static_argnames='static', donate_argnums=0)
@@ -124,14 +143,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     progress.log(
       metrics['step'] * static.batch_size,
       'step %d/%d (epoch %.1f): loss %.4f, train acc %.4f, val acc %.4f, lr %.3g',
-      metrics['step'], static.max_iters, metrics['epoch'], metrics['train_loss'],
-      metrics['train_accuracy'], metrics['val_accuracy'], metrics['learning_rate'],
+      metrics['step'],
+      static.max_iters,
+      metrics['epoch'],
+      metrics['train_loss'],
+      metrics['train_accuracy'],
+      metrics['val_accuracy'],
+      metrics['learning_rate'],
     )
     if not math.isfinite(metrics['train_loss']):
       diverged = True
       logging.error(
         'Training diverged at step %d (loss %s): lower learning_rate (now %g).',
-        metrics['step'], metrics['train_loss'], config.learning_rate,
+        metrics['step'],
+        metrics['train_loss'],
+        config.learning_rate,
       )
       break
   train_seconds = progress.elapsed()
@@ -141,7 +167,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {
     'val_accuracy': split_accuracy(params, dataset.val_images, dataset.val_labels),
     'test_accuracy': split_accuracy(params, dataset.test_images, dataset.test_labels),
-    'train_accuracy': split_accuracy(params, dataset.train_images, dataset.train_labels),
+    'train_accuracy': split_accuracy(
+      params, dataset.train_images, dataset.train_labels
+    ),
     'final_loss': metrics['train_loss'],
     'diverged': diverged,
     'steps': steps,
@@ -158,10 +186,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir_lib.write_json(workdir / 'summary.json', summary)
   logging.info(
     'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs): val %.4f, test %.4f.',
-    data_seconds + compile_seconds + train_seconds, data_seconds, compile_seconds,
-    train_seconds, summary['val_accuracy'], summary['test_accuracy'],
+    data_seconds + compile_seconds + train_seconds,
+    data_seconds,
+    compile_seconds,
+    train_seconds,
+    summary['val_accuracy'],
+    summary['test_accuracy'],
   )
-  print(f'val_accuracy {summary["val_accuracy"]:.4f}  test_accuracy {summary["test_accuracy"]:.4f}')
+  print(
+    f'val_accuracy {summary["val_accuracy"]:.4f}  test_accuracy {summary["test_accuracy"]:.4f}'
+  )
   return summary
 
 
@@ -178,7 +212,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str) -> 
   """
   workdir = Path(workdir)
   if not workdir.is_dir():
-    raise UserError(f'workdir {workdir} does not exist: train first with --mode=train --workdir={workdir}')
+    raise UserError(
+      f'workdir {workdir} does not exist: train first with --mode=train --workdir={workdir}'
+    )
   params = workdir_lib.load_params(workdir / 'params.npz')
   if config is None:
     config_path = workdir / 'config.json'
@@ -187,9 +223,15 @@ def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str) -> 
     config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
   dataset = load_data(config)
   expected = {'W1': 2, 'b1': 1, 'W2': 2, 'b2': 1}
-  shapes_ok = set(params) == set(expected) and all(params[k].ndim == n for k, n in expected.items())
+  shapes_ok = set(params) == set(expected) and all(
+    params[k].ndim == n for k, n in expected.items()
+  )
   input_size = dataset.train_images.shape[1]
-  if not shapes_ok or params['W1'].shape[0] != input_size or params['W2'].shape[1] != dataset.num_classes:
+  if (
+    not shapes_ok
+    or params['W1'].shape[0] != input_size
+    or params['W2'].shape[1] != dataset.num_classes
+  ):
     shapes = {k: v.shape for k, v in params.items()}
     raise UserError(
       f'params in {workdir} do not fit {config.dataset} (shapes {shapes}, need W1 '
@@ -200,5 +242,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str) -> 
     'val_accuracy': split_accuracy(params, dataset.val_images, dataset.val_labels),
     'test_accuracy': split_accuracy(params, dataset.test_images, dataset.test_labels),
   }
-  print(f'val_accuracy {result["val_accuracy"]:.4f}  test_accuracy {result["test_accuracy"]:.4f}')
+  print(
+    f'val_accuracy {result["val_accuracy"]:.4f}  test_accuracy {result["test_accuracy"]:.4f}'
+  )
   return result

@@ -80,7 +80,9 @@ def _optimizer(name: str, learning_rate: jax.Array) -> optax.GradientTransformat
   raise ValueError(f'unknown optimizer {name!r}')
 
 
-def learning_rate_at(hparams: Hyperparams, step: jax.Array, static: Static) -> jax.Array:
+def learning_rate_at(
+  hparams: Hyperparams, step: jax.Array, static: Static
+) -> jax.Array:
   """Step size at `step`: decayed by `lr_decay` after every epoch."""
   epoch = step // static.iters_per_epoch
   return hparams.learning_rate * hparams.lr_decay ** epoch.astype(jnp.float32)
@@ -96,7 +98,11 @@ def init_state(hparams: Hyperparams, static: Static) -> TrainState:
   """Initial params (N(0, init_std^2) weights, zero biases) and optimizer state."""
   init_key, _ = _keys(hparams.seed)
   params = model.init_params(
-    init_key, static.input_size, static.hidden_size, static.num_classes, hparams.init_std
+    init_key,
+    static.input_size,
+    static.hidden_size,
+    static.num_classes,
+    hparams.init_std,
   )
   opt_state = _optimizer(static.optimizer, hparams.learning_rate).init(params)
   return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan))

@@ -20,11 +20,15 @@ def prepare(workdir: str | os.PathLike) -> Path:
   """Creates `workdir` if needed; a clear error when it cannot be written."""
   path = Path(workdir)
   if path.exists() and not path.is_dir():
-    raise UserError(f'workdir {path} is a file, not a directory: pass another --workdir')
+    raise UserError(
+      f'workdir {path} is a file, not a directory: pass another --workdir'
+    )
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise UserError(f'cannot create workdir {path}: {e.strerror}; pass another --workdir') from None
+    raise UserError(
+      f'cannot create workdir {path}: {e.strerror}; pass another --workdir'
+    ) from None
   if not os.access(path, os.W_OK):
     raise UserError(f'workdir {path} is not writable: pass another --workdir')
   return path
@@ -70,12 +74,16 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Loads `params.npz`; a clear error when it is missing or unreadable."""
   path = Path(path)
   if not path.is_file():
-    raise UserError(f'no saved params at {path}: train first with --mode=train --workdir={path.parent}')
+    raise UserError(
+      f'no saved params at {path}: train first with --mode=train --workdir={path.parent}'
+    )
   try:
     with np.load(path) as npz:
       return {k: npz[k] for k in npz.files}
   except (OSError, ValueError) as e:
-    raise UserError(f'cannot read saved params {path} ({e}); train again with --mode=train') from None
+    raise UserError(
+      f'cannot read saved params {path} ({e}); train again with --mode=train'
+    ) from None
 
 
 def read_json(path: str | os.PathLike):

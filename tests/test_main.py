@@ -14,8 +14,12 @@ REPO = Path(__file__).resolve().parent.parent
 def run_main(*args: str) -> subprocess.CompletedProcess:
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   return subprocess.run(
-    [sys.executable, 'main.py', *args], cwd=REPO, capture_output=True, text=True,
-    env=env, timeout=300,
+    [sys.executable, 'main.py', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
   )
 
 
@@ -30,19 +34,40 @@ def trained(tmp_path_factory):
 def test_train_writes_the_workdir_files(trained):
   workdir, result = trained
   assert sorted(p.name for p in workdir.iterdir()) == [
-    'config.json', 'metrics.jsonl', 'params.npz', 'summary.json'
+    'config.json',
+    'metrics.jsonl',
+    'params.npz',
+    'summary.json',
   ]
   summary = json.loads((workdir / 'summary.json').read_text())
-  for key in ('val_accuracy', 'test_accuracy', 'train_accuracy', 'steps', 'train_seconds',
-              'compile_seconds', 'examples_per_second', 'backend', 'jax_version'):
+  for key in (
+    'val_accuracy',
+    'test_accuracy',
+    'train_accuracy',
+    'steps',
+    'train_seconds',
+    'compile_seconds',
+    'examples_per_second',
+    'backend',
+    'jax_version',
+  ):
     assert key in summary, key
   assert summary['steps'] == 60 and summary['backend'] == 'cpu'
   assert summary['val_accuracy'] > 0.6  # 60 steps of a 16-unit net reach about 0.74
-  lines = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  lines = [
+    json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
   assert [m['step'] for m in lines] == [20, 40, 60]
   for m in lines:
-    assert set(m) >= {'step', 'epoch', 'learning_rate', 'train_loss', 'train_accuracy',
-                      'val_accuracy', 'elapsed_s'}
+    assert set(m) >= {
+      'step',
+      'epoch',
+      'learning_rate',
+      'train_loss',
+      'train_accuracy',
+      'val_accuracy',
+      'elapsed_s',
+    }
   assert json.loads((workdir / 'config.json').read_text())['hidden_size'] == 16
   assert 'val_accuracy' in result.stdout and 'test_accuracy' in result.stdout
   assert 'examples/s' in result.stderr and 'left' in result.stderr  # progress lines

@@ -50,7 +50,10 @@ def numpy_forward_backward(params, x, y, reg):
 def test_shapes_and_parameter_count():
   params = model.init_params(jax.random.key(0), 784, 300, 10, 1e-4)
   assert {k: v.shape for k, v in params.items()} == {
-    'W1': (784, 300), 'b1': (300,), 'W2': (300, 10), 'b2': (10,)
+    'W1': (784, 300),
+    'b1': (300,),
+    'W2': (300, 10),
+    'b2': (10,),
   }
   assert model.num_params(params) == 784 * 300 + 300 + 300 * 10 + 10 == 238_510
   assert model.apply(params, jnp.zeros((7, 784))).shape == (7, 10)
@@ -64,7 +67,9 @@ def test_toy_loss_and_scores_match_numpy(reg):
   expected_loss, _, expected_scores = numpy_forward_backward(
     {k: v.astype(np.float64) for k, v in params.items()}, x.astype(np.float64), y, reg
   )
-  np.testing.assert_allclose(model.apply(params, x), expected_scores, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    model.apply(params, x), expected_scores, rtol=1e-5, atol=1e-5
+  )
   np.testing.assert_allclose(model.loss(params, x, y, reg), expected_loss, rtol=1e-5)
 
 
@@ -72,7 +77,9 @@ def test_penalty_is_added_with_half_lambda():
   params, x, y = toy_problem(np.float32)
   base = model.loss(params, x, y, 0.0)
   penalty = np.sum(params['W1'] ** 2) + np.sum(params['W2'] ** 2)
-  np.testing.assert_allclose(model.loss(params, x, y, 0.3) - base, 0.15 * penalty, rtol=1e-5)
+  np.testing.assert_allclose(
+    model.loss(params, x, y, 0.3) - base, 0.15 * penalty, rtol=1e-5
+  )
 
 
 def test_grad_matches_hand_derived_backprop():
@@ -82,7 +89,9 @@ def test_grad_matches_hand_derived_backprop():
   )
   grads = jax.grad(model.loss)(params, x, y, 0.05)
   for name in params:
-    np.testing.assert_allclose(grads[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+      grads[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name
+    )
 
 
 def test_grad_matches_finite_differences():

@@ -9,8 +9,14 @@ import pytest
 from mlp import train
 
 STATIC = train.Static(
-  input_size=12, hidden_size=8, num_classes=3, batch_size=16, num_train=96,
-  max_iters=40, eval_every=10, train_eval_size=48,
+  input_size=12,
+  hidden_size=8,
+  num_classes=3,
+  batch_size=16,
+  num_train=96,
+  max_iters=40,
+  eval_every=10,
+  train_eval_size=48,
 )
 
 
@@ -23,15 +29,23 @@ def data():
   images[np.arange(128), labels] += 120
   images = images.reshape(128, 12).astype(np.uint8)
   return train.DeviceData(
-    jnp.asarray(images[:96]), jnp.asarray(labels[:96]),
-    jnp.asarray(images[96:]), jnp.asarray(labels[96:]),
+    jnp.asarray(images[:96]),
+    jnp.asarray(labels[:96]),
+    jnp.asarray(images[96:]),
+    jnp.asarray(labels[96:]),
   )
 
 
-def hparams(learning_rate=0.5, lr_decay=0.9, l2_reg=1e-3, init_std=0.1, seed=0, num_iters=40):
+def hparams(
+  learning_rate=0.5, lr_decay=0.9, l2_reg=1e-3, init_std=0.1, seed=0, num_iters=40
+):
   return train.Hyperparams(
-    np.float32(learning_rate), np.float32(lr_decay), np.float32(l2_reg),
-    np.float32(init_std), np.int32(seed), np.int32(num_iters),
+    np.float32(learning_rate),
+    np.float32(lr_decay),
+    np.float32(l2_reg),
+    np.float32(init_std),
+    np.int32(seed),
+    np.int32(num_iters),
   )
 
 
@@ -53,19 +67,28 @@ def test_training_learns(data):
 def test_second_learning_rate_reuses_the_compiled_program(data):
   traced = jax.jit(chex.assert_max_traces(train.train, n=1), static_argnames='static')
   traced(hparams(learning_rate=0.1), data, static=STATIC)
-  traced(hparams(learning_rate=0.3, l2_reg=0.0, seed=3, init_std=0.2), data, static=STATIC)
+  traced(
+    hparams(learning_rate=0.3, l2_reg=0.0, seed=3, init_std=0.2), data, static=STATIC
+  )
   assert traced._cache_size() == 1
 
 
 def test_vmap_equals_separate_runs(data):
-  settings = [hparams(learning_rate=0.1, seed=1), hparams(learning_rate=1.0, l2_reg=0.0, seed=2)]
+  settings = [
+    hparams(learning_rate=0.1, seed=1),
+    hparams(learning_rate=1.0, l2_reg=0.0, seed=2),
+  ]
   vmapped = jax.jit(jax.vmap(train.train, in_axes=(0, None, None)), static_argnums=2)
   params, history = vmapped(stack(*settings), data, STATIC)
   for i, hp in enumerate(settings):
     alone_params, alone_history = train_jit(hp, data, static=STATIC)
     for name in alone_params:
-      np.testing.assert_allclose(params[name][i], alone_params[name], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(history['val_accuracy'][i], alone_history['val_accuracy'])
+      np.testing.assert_allclose(
+        params[name][i], alone_params[name], rtol=1e-5, atol=1e-6
+      )
+    np.testing.assert_array_equal(
+      history['val_accuracy'][i], alone_history['val_accuracy']
+    )
 
 
 def test_same_seed_gives_identical_params(data):
@@ -78,8 +101,16 @@ def test_same_seed_gives_identical_params(data):
 
 
 def test_batches_are_drawn_with_replacement_and_shared_by_seed():
-  big = train.Static(12, 8, 3, batch_size=4096, num_train=50, max_iters=1, eval_every=1,
-                     train_eval_size=1)
+  big = train.Static(
+    12,
+    8,
+    3,
+    batch_size=4096,
+    num_train=50,
+    max_iters=1,
+    eval_every=1,
+    train_eval_size=1,
+  )
   idx = np.asarray(train.batch_indices(np.int32(0), np.int32(7), big))
   assert idx.min() >= 0 and idx.max() < 50
   assert len(np.unique(idx)) == 50  # every index drawn, so many repeats
@@ -92,11 +123,14 @@ def test_batches_are_drawn_with_replacement_and_shared_by_seed():
 def test_learning_rate_decays_once_per_epoch():
   # 96 images / batch 16 = 6 iterations per epoch.
   hp = hparams(learning_rate=1.0, lr_decay=0.5)
-  rates = [float(train.learning_rate_at(hp, jnp.int32(s), STATIC)) for s in (0, 5, 6, 11, 12)]
+  rates = [
+    float(train.learning_rate_at(hp, jnp.int32(s), STATIC)) for s in (0, 5, 6, 11, 12)
+  ]
   assert rates == [1.0, 1.0, 0.5, 0.5, 0.25]
   assert STATIC.iters_per_epoch == 6
-  tiny = train.Static(12, 8, 3, batch_size=200, num_train=50, max_iters=1, eval_every=1,
-                      train_eval_size=1)
+  tiny = train.Static(
+    12, 8, 3, batch_size=200, num_train=50, max_iters=1, eval_every=1, train_eval_size=1
+  )
   assert tiny.iters_per_epoch == 1
 
 

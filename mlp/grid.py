@@ -1,0 +1,103 @@
+"""Hyperparameter grids: a config's `sweep` field -> a list of model configs.
+
+`config.sweep` maps training-field names to tuples of values; an empty tuple
+means "not swept, use the config's own value". With `search='grid'` the models
+are the Cartesian product of the tuples; with `search='random'`, `num_samples`
+points are drawn: a float field's `(low, high)` is a log-uniform range, an
+integer field's tuple is a set of choices.
+"""
+
+import itertools
+import math
+
+import ml_collections
+import numpy as np
+
+from mlp import configlib
+from mlp.errors import UserError
+
+# Fields that vary inside one compiled program (arrays in `train.Hyperparams`).
+ARRAY_FIELDS = ('learning_rate', 'lr_decay', 'l2_reg', 'init_std', 'seed', 'num_iters')
+# Fields that change shapes: the grid is grouped by them, one program per group.
+SHAPE_FIELDS = ('hidden_size', 'batch_size')
+SWEEPABLE = ARRAY_FIELDS + SHAPE_FIELDS
+INT_FIELDS = ('seed', 'num_iters', 'hidden_size', 'batch_size')
+SEARCHES = ('grid', 'random')
+
+
+def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """The non-empty tuples of `config.sweep`, checked against `SWEEPABLE`."""
+  if 'sweep' not in config:
+    raise UserError(
+      '--mode=sweep needs a config with a `sweep` field, e.g. --config=configs/sweep.py'
+    )
+  values = {}
+  for field, value in config.sweep.items():
+    if field not in SWEEPABLE:
+      raise UserError(
+        f'config.sweep.{field} cannot be swept: choose among {", ".join(SWEEPABLE)}'
+      )
+    if not isinstance(value, tuple | list):
+      raise UserError(
+        f"config.sweep.{field}={value!r} must be a tuple, e.g. --config.sweep.{field}='(1, 2)'"
+      )
+    if value:
+      values[field] = tuple(value)
+  return values
+
+
+def _random_points(values: dict[str, tuple], num_samples: int, seed: int) -> list[dict]:
+  rng = np.random.default_rng(seed)
+  columns = {}
+  for field, choices in values.items():
+    if field in INT_FIELDS:
+      columns[field] = [int(x) for x in rng.choice(np.asarray(choices), num_samples)]
+      continue
+    if len(choices) != 2 or not 0 < choices[0] <= choices[1]:
+      raise UserError(
+        f'config.sweep.{field}={choices!r}: random search needs a (low, high) range of '
+        'positive numbers, drawn log-uniformly'
+      )
+    low, high = math.log(choices[0]), math.log(choices[1])
+    columns[field] = [float(x) for x in np.exp(rng.uniform(low, high, num_samples))]
+  return [{f: columns[f][i] for f in columns} for i in range(num_samples)]
+
+
+def points(config: ml_collections.ConfigDict) -> list[dict]:
+  """Each model's overrides of the base config, in grid order.
+
+  Raises:
+    UserError: for an unknown field, a bad value, or a bad search mode.
+  """
+  values = swept_values(config)
+  search = config.get('search', 'grid')
+  if search not in SEARCHES:
+    raise UserError(
+      f"config field search={search!r} is invalid: expected 'grid' or 'random'"
+    )
+  if search == 'random':
+    num_samples = config.get('num_samples', 0)
+    if not isinstance(num_samples, int) or num_samples < 1:
+      raise UserError(
+        f'config field num_samples={num_samples!r}: random search needs num_samples >= 1'
+      )
+    result = _random_points(values, num_samples, config.seed)
+  else:
+    fields = list(values)
+    result = [
+      dict(zip(fields, combo, strict=True))
+      for combo in itertools.product(*values.values())
+    ]
+  for point in result:
+    configlib.validate(model_config(config, point))
+  return result
+
+
+def model_config(
+  config: ml_collections.ConfigDict, point: dict
+) -> ml_collections.ConfigDict:
+  """The base config with one grid point's values (an unlocked copy)."""
+  single = ml_collections.ConfigDict(config.to_dict())
+  for field, value in point.items():
+    single[field] = type(config[field])(value) if field in INT_FIELDS else float(value)
+  return single
