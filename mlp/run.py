@@ -72,8 +72,9 @@ def split_accuracy(
   return int(_count_correct(params, images, labels)) / len(labels)
 
 
-def _to_python(metrics: dict) -> dict:
-  return {k: v.item() for k, v in jax.device_get(metrics).items()}
+def _to_python(metrics: dict, static: train.Static, num_val: int) -> dict:
+  metrics = train.exact_accuracies(jax.device_get(metrics), static, num_val)
+  return {k: v.item() for k, v in metrics.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -136,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   diverged = False
   for end_step in train.segment_ends(static):
     state, metrics = segment(state, hparams, device, end_step=jnp.int32(end_step))
-    metrics = _to_python(metrics)
+    metrics = _to_python(metrics, static, len(dataset.val_labels))
     metrics['epoch'] = metrics['step'] / static.iters_per_epoch
     metrics['elapsed_s'] = progress.elapsed()
     workdir_lib.append_jsonl(metrics_path, metrics)

@@ -62,8 +62,15 @@ def stacked_hyperparams(
   return train.Hyperparams(**values), train.Hyperparams(**axes)
 
 
-def vmapped_functions(static: train.Static, hparam_axes: train.Hyperparams):
-  """Compiled-once `init` and `segment` over a model axis."""
+def vmapped_functions(
+  static: train.Static, hparam_axes: train.Hyperparams, mesh: jax.sharding.Mesh
+):
+  """Jitted `init` and `segment` over a model axis sharded across `mesh`.
+
+  The state's model axis is pinned to the mesh axis `models` on output, so
+  every call sees the same shardings (XLA would otherwise replicate params
+  that are initialised from unbatched inputs).
+  """
   init = jax.vmap(
     functools.partial(train.init_state, static=static),
     in_axes=(hparam_axes,),
@@ -74,7 +81,17 @@ def vmapped_functions(static: train.Static, hparam_axes: train.Hyperparams):
     in_axes=(STATE_AXES, hparam_axes, None, None),
     out_axes=(STATE_AXES, 0),
   )
-  return jax.jit(init), jax.jit(segment, donate_argnums=0)
+  by_model = NamedSharding(mesh, PartitionSpec('models'))
+  state_sharding = train.TrainState(
+    params=by_model,
+    opt_state=by_model,
+    step=NamedSharding(mesh, PartitionSpec()),
+    train_loss=by_model,
+  )
+  return (
+    jax.jit(init, out_shardings=state_sharding),
+    jax.jit(segment, donate_argnums=0, out_shardings=(state_sharding, by_model)),
+  )
 
 
 def models_per_chunk(
@@ -144,7 +161,7 @@ def train_group(
   """
   results = []
   _, axes = stacked_hyperparams(configs[:1], fields)
-  init, segment = vmapped_functions(static, axes)
+  init, segment = vmapped_functions(static, axes, mesh)
   compile_seconds = 0.0
   for start in range(0, len(configs), chunk_size):
     chunk = configs[start : start + chunk_size]
@@ -161,7 +178,11 @@ def train_group(
     previous_end = 0
     for end in train.segment_ends(static):
       state, metrics = segment(state, hparams, device, jnp.int32(end))
-      history.append(jax.device_get(metrics))
+      history.append(
+        train.exact_accuracies(
+          jax.device_get(metrics), static, device.val_labels.shape[0]
+        )
+      )
       progress.done += len(chunk) * (end - previous_end) * static.batch_size
       previous_end = end
       progress.log(

@@ -193,6 +193,17 @@ def train_segment(
   return state, metrics
 
 
+def exact_accuracies(metrics: dict, static: Static, num_val: int) -> dict:
+  """Host metrics with float32 accuracies snapped to exact fractions k / n."""
+  sizes = {'train_accuracy': static.train_eval_size, 'val_accuracy': num_val}
+  return {
+    k: np.round(np.asarray(v, np.float64) * sizes[k]) / sizes[k]
+    if k in sizes
+    else np.asarray(v)
+    for k, v in metrics.items()
+  }
+
+
 def segment_ends(static: Static) -> np.ndarray:
   """The step at which each evaluation happens: every `eval_every`, and the last."""
   return np.minimum(
