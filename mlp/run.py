@@ -72,6 +72,34 @@ def split_accuracy(
   return int(_count_correct(params, images, labels)) / len(labels)
 
 
+def _avals(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_functions(
+  static: train.Static, hparams: train.Hyperparams, data: train.DeviceData
+):
+  """`init_state` and `train_segment` compiled for these shapes, once per process.
+
+  Args:
+    static: shapes and structure.
+    hparams: abstract (`jax.ShapeDtypeStruct`) hyperparameters.
+    data: abstract device data.
+
+  Returns:
+    The compiled `init(hparams)` and `segment(state, hparams, data, end_step)`.
+  """
+  init = jax.jit(train.init_state, static_argnames='static')
+  state = jax.eval_shape(functools.partial(train.init_state, static=static), hparams)
+  segment = jax.jit(train.train_segment, static_argnames='static', donate_argnums=0)
+  end_step = jax.ShapeDtypeStruct((), jnp.int32)
+  return (
+    init.lower(hparams, static=static).compile(),
+    segment.lower(state, hparams, data, static=static, end_step=end_step).compile(),
+  )
+
+
 def _to_python(metrics: dict, static: train.Static, num_val: int) -> dict:
   metrics = train.exact_accuracies(jax.device_get(metrics), static, num_val)
   return {k: v.item() for k, v in metrics.items()}
@@ -117,17 +145,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
   hparams = jax.device_put(configlib.hyperparams(config))
   t0 = time.perf_counter()
-  init = (
-    jax.jit(train.init_state, static_argnames='static')
-    .lower(hparams, static=static)
-    .compile()
-  )
+  init, segment = compiled_functions(static, _avals(hparams), _avals(device))
   state = init(hparams)
-  segment = (
-    jax.jit(train.train_segment, static_argnames='static', donate_argnums=0)
-    .lower(state, hparams, device, static=static, end_step=jnp.int32(0))
-    .compile()
-  )
   compile_seconds = time.perf_counter() - t0
   logging.info('Compiled the training step in %.2fs.', compile_seconds)
 

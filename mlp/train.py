@@ -9,6 +9,7 @@ the hashable `Static`.
 """
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -156,39 +157,56 @@ def train_segment(
   data: DeviceData,
   static: Static,
   end_step: jax.Array,
+  model_axes: tuple[TrainState, Hyperparams] | None = None,
 ) -> tuple[TrainState, dict]:
   """Steps from `state.step` to `end_step` inside one loop, then an evaluation.
 
   Args:
     state: where training stands.
-    hparams: this model's hyperparameters (scalars; vmap for many models).
+    hparams: the model's hyperparameters, scalars; or, with `model_axes`, many
+      models' stacked along a model axis.
     data: the device-resident splits.
     static: shapes and structure.
     end_step: int32 scalar, the step to stop at (exclusive), at most `max_iters`.
+    model_axes: `None` for one model. For many models, where each leaf of the
+      state and of `hparams` has its model axis (`None`: shared by all). The
+      step and the evaluation are then `vmap`ped inside the loop, so the loop
+      carries the state in exactly that layout (a `vmap` around the loop would
+      carry every array model-axis-first and transpose `W1` on every step).
 
   Returns:
-    The new state, and the metrics at `end_step`: `step`, `train_loss` (mean
-    mini-batch loss of the segment), `learning_rate` (of its last step),
-    `train_accuracy` (on the training subset) and `val_accuracy`.
+    The new state, and the metrics at `end_step` (per model with `model_axes`):
+    `step`, `train_loss` (mean mini-batch loss of the segment), `learning_rate`
+    (of its last step), `train_accuracy` (on the training subset) and
+    `val_accuracy`.
   """
-  start_step = state.step
+  step_fn = functools.partial(train_step, static=static)
+  evaluate_fn = functools.partial(evaluate, static=static)
+  if model_axes is not None:
+    state_axes, hparam_axes = model_axes
+    step_fn = jax.vmap(
+      step_fn, in_axes=(state_axes, hparam_axes, None), out_axes=(state_axes, 0, 0)
+    )
+    evaluate_fn = jax.vmap(evaluate_fn, in_axes=(state_axes.params, None))
 
   def body(_, carry):
     state, loss_sum, count = carry
-    state, loss, active = train_step(state, hparams, data, static)
+    state, loss, active = step_fn(state, hparams, data)
     return state, loss_sum + jnp.where(active, loss, 0.0), count + active
 
+  zeros = jnp.zeros_like(state.train_loss)
   state, loss_sum, count = jax.lax.fori_loop(
-    start_step, end_step, body, (state, jnp.zeros(()), jnp.zeros((), jnp.int32))
+    state.step, end_step, body, (state, zeros, zeros.astype(jnp.int32))
   )
   train_loss = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), state.train_loss)
   state = state._replace(train_loss=train_loss)
-  last_step = jnp.minimum(state.step, hparams.num_iters) - 1
+  steps_done = jnp.minimum(state.step, hparams.num_iters)
   metrics = {
-    'step': jnp.minimum(state.step, hparams.num_iters),
+    'step': steps_done + jnp.zeros_like(count),
     'train_loss': train_loss,
-    'learning_rate': learning_rate_at(hparams, jnp.maximum(last_step, 0), static),
-    **evaluate(state.params, data, static),
+    'learning_rate': learning_rate_at(hparams, jnp.maximum(steps_done - 1, 0), static)
+    + zeros,
+    **evaluate_fn(state.params, data),
   }
   return state, metrics
 

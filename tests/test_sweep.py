@@ -112,9 +112,9 @@ def test_one_compile_per_hidden_size(monkeypatch, tmp_path):
   traces = []
   original = train.train_segment
 
-  def counting(state, hparams, data, static, end_step):
+  def counting(state, hparams, data, static, end_step, **kwargs):
     traces.append(static.hidden_size)
-    return original(state, hparams, data, static, end_step)
+    return original(state, hparams, data, static, end_step, **kwargs)
 
   monkeypatch.setattr(train, 'train_segment', counting)
   config = sweep_config(hidden_size=(8, 12), learning_rate=(0.1, 0.2, 0.3), seed=(0, 1))

@@ -1,0 +1,101 @@
+"""The sweep against training its models one by one.
+
+  .venv/bin/python bench/sweep_speed.py [--config=configs/sweep.py] [--out=runs/sweep_speed]
+
+Times, as whole processes where it says so, on the same machine in one run:
+  1. the sweep: `python main.py --mode=sweep` (one process, every model at once);
+  2. one process looping over the grid with `--mode=train`'s function (each
+     hidden size compiles once, the other values reuse the program);
+  3. every grid point as its own `python main.py --mode=train` process.
+Prints wall times, the ratios, and model-examples per second.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from ml_collections import config_flags  # noqa: E402
+
+from mlp import grid, run  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', str(REPO / 'configs/sweep.py'))
+_OUT = flags.DEFINE_string('out', 'runs/sweep_speed', 'Where the workdirs go.')
+_SKIP_PROCESSES = flags.DEFINE_bool(
+  'skip_processes', False, 'Skip the one-process-per-model run.'
+)
+
+
+def _overrides(point: dict) -> list[str]:
+  return [f'--config.{k}={v}' for k, v in point.items()]
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  out = Path(_OUT.value)
+  points = grid.points(config)
+  examples = sum(
+    grid.model_config(config, p).num_iters * grid.model_config(config, p).batch_size
+    for p in points
+  )
+  python = sys.executable
+  config_path = _CONFIG.config_filename
+  times = {}
+
+  t0 = time.perf_counter()
+  subprocess.run(
+    [
+      python,
+      'main.py',
+      '--mode=sweep',
+      f'--config={config_path}',
+      f'--workdir={out}/sweep',
+    ],
+    cwd=REPO,
+    check=True,
+    capture_output=True,
+  )
+  times['sweep (1 process, vmap)'] = time.perf_counter() - t0
+  summary = json.loads((out / 'sweep' / 'summary.json').read_text())
+
+  t0 = time.perf_counter()
+  for i, point in enumerate(points):
+    run.train_and_evaluate(grid.model_config(config, point), str(out / 'loop' / str(i)))
+  times['1 process, loop over models'] = time.perf_counter() - t0
+
+  if not _SKIP_PROCESSES.value:
+    t0 = time.perf_counter()
+    base = [python, 'main.py', '--mode=train', f'--config={config_path}']
+    for i, point in enumerate(points):
+      subprocess.run(
+        [*base, f'--workdir={out}/processes/{i}', *_overrides(point)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+      )
+    times['1 process per model'] = time.perf_counter() - t0
+
+  sweep_seconds = times['sweep (1 process, vmap)']
+  print(f'{len(points)} models, {examples:,} model-examples in total')
+  print('| how | wall s | vs sweep | model-examples/s |')
+  print('|---|---|---|---|')
+  for how, seconds in times.items():
+    print(
+      f'| {how} | {seconds:.1f} | {seconds / sweep_seconds:.2f}x | {examples / seconds:,.0f} |'
+    )
+  print(
+    f'sweep internals: compile {summary["compile_seconds"]:.1f}s, training '
+    f'{summary["sweep_seconds"] - summary["compile_seconds"]:.1f}s, '
+    f'{summary["model_examples_per_second"]:,.0f} model-examples/s while training'
+  )
+
+
+if __name__ == '__main__':
+  app.run(main)
