@@ -46,7 +46,7 @@ def main(argv):
     for p in points
   )
   python = sys.executable
-  config_path = _CONFIG.config_filename
+  config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   times = {}
 
   t0 = time.perf_counter()
