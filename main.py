@@ -26,6 +26,12 @@ _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Directory for outputs (train) or inputs (eval).'
 )
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
+_RESTART = flags.DEFINE_bool(
+  'restart',
+  False,
+  'Delete the outputs and checkpoints of a previous run in --workdir and start over '
+  '(without it, a run resumes from its newest checkpoint).',
+)
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -68,9 +74,14 @@ def _dispatch(mode: str) -> None:
   if config is None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   if mode == 'train':
-    run.train_and_evaluate(config, _WORKDIR.value)
+    summary = run.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
+    if summary['diverged']:
+      raise UserError(
+        f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} steps: '
+        f'lower --config.learning_rate (now {config.learning_rate:g})'
+      )
   elif mode == 'sweep':
-    sweep.run_sweep(config, _WORKDIR.value)
+    sweep.run_sweep(config, _WORKDIR.value, restart=_RESTART.value)
 
 
 def main(argv: list[str]) -> None:

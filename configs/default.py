@@ -33,4 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   # the first `train_eval_size` training images and on the whole val split.
   config.eval_every = 0
   config.train_eval_size = 5000
+  # Checkpoints in WORKDIR/checkpoints/: every `checkpoint_every` iterations
+  # (0 = at every evaluation), the newest `keep_checkpoints` kept.
+  config.checkpoint_every = 0
+  config.keep_checkpoints = 3
   return config

@@ -59,6 +59,8 @@ def validate(config: ml_collections.ConfigDict, num_train: int | None = None) ->
   for field in ('hidden_size', 'batch_size', 'num_iters', 'num_val', 'train_eval_size'):
     _check_int(config, field, 1)
   _check_int(config, 'eval_every', 0)
+  _check_int(config, 'checkpoint_every', 0)
+  _check_int(config, 'keep_checkpoints', 1)
   _check_int(config, 'seed', 0, 2**31 - 1)
   _check_float(config, 'learning_rate', 0.0)
   _check_float(config, 'init_std', 0.0, low_inclusive=True)

@@ -6,6 +6,7 @@ calls the driver logs a progress line and appends to `metrics.jsonl`.
 """
 
 import functools
+import json
 import math
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import configlib, data, model, train
+from mlp import checkpoint, configlib, data, model, provenance, train
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.progress import Progress
@@ -100,26 +101,45 @@ def compiled_functions(
   )
 
 
+def _elapsed_before(metrics_path: Path) -> float:
+  """Training seconds already spent, from the last line of a resumed run."""
+  if not metrics_path.is_file():
+    return 0.0
+  lines = metrics_path.read_text().splitlines()
+  return json.loads(lines[-1])['elapsed_s'] if lines else 0.0
+
+
 def _to_python(metrics: dict, static: train.Static, num_val: int) -> dict:
   metrics = train.exact_accuracies(jax.device_get(metrics), static, num_val)
   return {k: v.item() for k, v in metrics.items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+TRAIN_OUTPUTS = ('metrics.jsonl', 'params.npz', 'summary.json')
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, restart: bool = False
+) -> dict:
   """Trains one model as `config` says and writes the workdir files.
 
   Writes `config.json`, `metrics.jsonl` (one line per evaluation),
-  `params.npz` and `summary.json`.
+  `checkpoints/`, `params.npz` and `summary.json`. A workdir that already
+  holds checkpoints of the same config is resumed from the newest one, with
+  bitwise the same result as an uninterrupted run.
 
   Args:
     config: a training config (see `configs/default.py`).
     workdir: output directory (created if needed).
+    restart: delete a previous run's outputs in `workdir` and start over.
 
   Returns:
     The summary dict.
   """
   configlib.validate(config)
   workdir = workdir_lib.prepare(workdir)
+  resume_from = checkpoint.prepare_resume(
+    workdir, config.to_dict(), restart, TRAIN_OUTPUTS
+  )
   t0 = time.perf_counter()
   dataset = load_data(config)
   configlib.validate(config, num_train=len(dataset.train_labels))
@@ -151,15 +171,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info('Compiled the training step in %.2fs.', compile_seconds)
 
   metrics_path = workdir / 'metrics.jsonl'
-  metrics_path.unlink(missing_ok=True)
+  checkpoints = workdir / checkpoint.DIRNAME
+  if resume_from is None:
+    metrics_path.unlink(missing_ok=True)
+  else:
+    state, _ = checkpoint.restore(resume_from, like=state)
+    state = jax.device_put(state)
+    checkpoint.truncate_jsonl(metrics_path, int(state.step))
+    logging.info('Resuming from %s at step %d.', resume_from, int(state.step))
   progress = Progress(static.max_iters * static.batch_size)
+  progress.start_time -= _elapsed_before(metrics_path)
   diverged = False
+  metrics = None
+  last_saved = int(state.step)
   for end_step in train.segment_ends(static):
+    if end_step <= int(state.step):
+      continue
     state, metrics = segment(state, hparams, device, end_step=jnp.int32(end_step))
     metrics = _to_python(metrics, static, len(dataset.val_labels))
     metrics['epoch'] = metrics['step'] / static.iters_per_epoch
     metrics['elapsed_s'] = progress.elapsed()
     workdir_lib.append_jsonl(metrics_path, metrics)
+    if end_step - last_saved >= config.checkpoint_every or end_step == static.max_iters:
+      checkpoint.save(
+        checkpoints,
+        int(end_step),
+        state,
+        {'step': int(end_step)},
+        keep=config.keep_checkpoints,
+      )
+      last_saved = int(end_step)
     progress.log(
       metrics['step'] * static.batch_size,
       'step %d/%d (epoch %.1f): loss %.4f, train acc %.4f, val acc %.4f, lr %.3g',
@@ -182,6 +223,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       break
   train_seconds = progress.elapsed()
   steps = int(state.step)
+  if metrics is None:  # Resumed a finished run: its last evaluation stands.
+    metrics = json.loads(metrics_path.read_text().splitlines()[-1])
 
   params = jax.device_get(state.params)
   summary = {
@@ -198,9 +241,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     'compile_seconds': compile_seconds,
     'train_seconds': train_seconds,
     'examples_per_second': steps * static.batch_size / train_seconds,
-    'backend': jax.default_backend(),
-    'device_kind': jax.devices()[0].device_kind,
     'jax_version': jax.__version__,
+    'resumed_from_step': None if resume_from is None else int(resume_from.stem[5:]),
+    **provenance.record(),
   }
   workdir_lib.save_params(workdir / 'params.npz', params)
   workdir_lib.write_json(workdir / 'summary.json', summary)

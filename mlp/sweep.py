@@ -1,18 +1,17 @@
 """`--mode=sweep`: every model of a hyperparameter grid trained at once.
 
 The grid is grouped by the fields that change shapes (hidden size, batch size):
-one compiled program per group, `jax.vmap` of `train.train_segment` over the
-model axis. Array hyperparameters that are the same for every model stay
-unbatched, so models that share a seed share their mini-batches (common random
-numbers), and one gathered batch feeds them all. The model axis is processed in
-chunks that fit in memory and sharded across devices (mesh axis `models`).
+one compiled program per group, the training step vmapped over the model axis
+(see `mlp/stacked.py`). The model axis is processed in chunks that fit in
+memory and sharded across devices. After every evaluation the sweep saves a
+checkpoint (finished models' results, the best params so far, and the current
+chunk's state), so a killed sweep resumes where it stopped.
 """
 
 import dataclasses
-import functools
 import math
-import os
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,23 +20,18 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlp import configlib, grid, run, train
+from mlp import checkpoint, configlib, grid, provenance, run, stacked, train
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.progress import Progress
 
-# Every state leaf keeps its model axis first, except the shared step counter.
-# (Measured: putting W1's model axis in the middle, to make `x @ W1` one wide
-# matmul, is no faster on CPU: per-model broadcasts of the learning rate move
-# the axis back to the front.)
-STATE_AXES = train.TrainState(params=0, opt_state=0, step=None, train_loss=0)
-
-
-def _sharding(mesh: jax.sharding.Mesh, axis: int | None) -> NamedSharding:
-  """The model axis (at position `axis`) split over the mesh axis `models`."""
-  if axis is None:
-    return NamedSharding(mesh, PartitionSpec())
-  return NamedSharding(mesh, PartitionSpec(*[None] * axis, 'models'))
+SWEEP_OUTPUTS = (
+  'results.csv',
+  'results.md',
+  'curves.jsonl',
+  'summary.json',
+  'best_params.npz',
+)
 
 
 @dataclasses.dataclass
@@ -52,172 +46,77 @@ class ModelResult:
   diverged: bool
   history: dict[str, list]
 
-
-def batched_fields(configs: list[ml_collections.ConfigDict]) -> tuple[str, ...]:
-  """Array fields that differ across the grid (the others stay unbatched)."""
-  fields = tuple(f for f in grid.ARRAY_FIELDS if len({c[f] for c in configs}) > 1)
-  return fields or ('learning_rate',)  # vmap needs one batched input.
+  def to_json(self) -> dict:
+    return {k: v for k, v in dataclasses.asdict(self).items() if k != 'config'}
 
 
-def stacked_hyperparams(
-  configs: list[ml_collections.ConfigDict], fields: tuple[str, ...]
-) -> tuple[train.Hyperparams, train.Hyperparams]:
-  """Hyperparams with `fields` stacked along axis 0, and the matching in_axes."""
-  each = [configlib.hyperparams(c) for c in configs]
-  values, axes = {}, {}
-  for name in train.Hyperparams._fields:
-    if name in fields:
-      values[name], axes[name] = np.stack([getattr(h, name) for h in each]), 0
-    else:
-      values[name], axes[name] = getattr(each[0], name), None
-  return train.Hyperparams(**values), train.Hyperparams(**axes)
+@dataclasses.dataclass
+class Progression:
+  """What a sweep has finished, and where its checkpoints go."""
 
+  configs: list[ml_collections.ConfigDict]
+  directory: Path
+  keep: int
+  results: dict[int, ModelResult] = dataclasses.field(default_factory=dict)
+  best_index: int | None = None
+  best_params: dict | None = None
+  partial: dict | None = None  # the chunk in progress at the last checkpoint
+  partial_path: Path | None = None
+  sequence: int = 0
 
-def vmapped_functions(
-  static: train.Static, hparam_axes: train.Hyperparams, mesh: jax.sharding.Mesh
-):
-  """Jitted `init` and `segment` over a model axis sharded across `mesh`.
+  def record(self, result: ModelResult, params_of: callable) -> None:
+    self.results[result.index] = result
+    best = self.results.get(self.best_index)
+    if not result.diverged and (
+      best is None or result.val_accuracy > best.val_accuracy
+    ):
+      self.best_index, self.best_params = result.index, params_of()
+      workdir_lib.save_params(self.directory / 'best_params.npz', self.best_params)
 
-  The state's model axis is pinned to the mesh axis `models` on output, so
-  every call sees the same shardings (XLA would otherwise replicate params
-  that are initialised from unbatched inputs).
-  """
-  axes = STATE_AXES
-  init = jax.vmap(
-    functools.partial(train.init_state, static=static),
-    in_axes=(hparam_axes,),
-    out_axes=axes,
-  )
-
-  def segment(state, hparams, data, end_step):
-    return train.train_segment(
-      state, hparams, data, static, end_step, model_axes=(axes, hparam_axes)
+  def save(self, state=None, partial: dict | None = None) -> None:
+    """A checkpoint: finished results, and the chunk in progress (if any)."""
+    self.sequence += 1
+    metadata = {
+      'results': [r.to_json() for r in self.results.values()],
+      'best_index': self.best_index,
+      'partial': partial,
+    }
+    checkpoint.save(
+      self.directory,
+      self.sequence,
+      {} if state is None else state,
+      metadata,
+      keep=self.keep,
     )
 
-  by_model = _sharding(mesh, 0)
-  state_sharding = train.TrainState(
-    params=by_model, opt_state=by_model, step=_sharding(mesh, None), train_loss=by_model
-  )
-  return (
-    jax.jit(init, out_shardings=state_sharding),
-    jax.jit(segment, donate_argnums=0, out_shardings=(state_sharding, by_model)),
-  )
+  @classmethod
+  def resume(cls, path: Path, configs, directory: Path, keep: int) -> 'Progression':
+    metadata = checkpoint.read_metadata(path)
+    progression = cls(configs, directory, keep, sequence=int(path.stem[5:]))
+    for r in metadata['results']:
+      progression.results[r['index']] = ModelResult(config=configs[r['index']], **r)
+    progression.best_index = metadata['best_index']
+    if progression.best_index is not None:
+      progression.best_params = workdir_lib.load_params(directory / 'best_params.npz')
+    progression.partial, progression.partial_path = metadata['partial'], path
+    return progression
 
 
-def _is_axis(x) -> bool:
-  return x is None or isinstance(x, int)
+def _model_params(params: dict, i: int) -> dict:
+  """Model `i`'s params from a stacked pytree, on the host."""
+  return jax.device_get(jax.tree.map(lambda x: x[i], params))
 
 
-def models_per_chunk(
-  config, static: train.Static, num_val: int, num_devices: int
-) -> int:
-  """How many models train at once: `config.models_per_chunk`, or what fits.
-
-  The estimate counts each model's params, gradients and optimizer state, its
-  activations for a batch, and its evaluation activations, against half the
-  device's memory (a quarter of host RAM on CPU).
-  """
-  if config.get('models_per_chunk', 0) > 0:
-    chunk = config.models_per_chunk
-  else:
-    h, d, c = static.hidden_size, static.input_size, static.num_classes
-    params = d * h + h + h * c + c
-    activations = static.batch_size * (d + 3 * h + 3 * c)
-    evaluation = (static.train_eval_size + num_val) * (h + c)
-    per_model = 4 * (4 * params + activations + evaluation)
-    stats = jax.devices()[0].memory_stats() or {}
-    budget = stats.get('bytes_limit', 0) * 0.5 or (
-      os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') * 0.25
-    )
-    chunk = max(int(budget // per_model), 1)
-  return max(chunk // num_devices, 1) * num_devices
-
-
-def _put(tree, mesh, axes):
-  """Model-axis arrays sharded over the mesh's `models` axis, the rest replicated."""
-
-  def put(x, axis):
-    return jax.device_put(x, _sharding(mesh, axis))
-
-  return jax.tree.map(put, tree, axes, is_leaf=_is_axis)
-
-
-def _finite_per_model(params: dict) -> np.ndarray:
-  """`(models,)` bools: whether all of each model's params are finite."""
-  finite = [
-    jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim))) for v in params.values()
-  ]
-  return np.asarray(jnp.all(jnp.stack(finite), axis=0))
-
-
-def train_group(
-  configs: list[ml_collections.ConfigDict],
-  indices: list[int],
-  static: train.Static,
-  device: train.DeviceData,
-  mesh: jax.sharding.Mesh,
-  fields: tuple[str, ...],
-  chunk_size: int,
-  progress: Progress,
-  best: dict,
-) -> tuple[list[ModelResult], float]:
-  """Trains one shape group, chunk by chunk, with one compiled program.
-
-  Args:
-    configs: the group's model configs; `indices` their places in the grid.
-    static: the group's shapes (`max_iters` is the group's longest run).
-    device: the device-resident data, replicated over `mesh`.
-    mesh: a 1-D mesh with axis `models`.
-    fields: the batched hyperparameter fields.
-    chunk_size: models per call, a multiple of the mesh size.
-    progress: shared progress counter (in model-examples).
-    best: the best model so far (`val_accuracy`, `result`, `params`); updated.
-
-  Returns:
-    Each model's result, and the seconds spent compiling.
-  """
+def _chunk_results(chunk, indices, history, finite) -> list[ModelResult]:
+  curves = {
+    k: np.stack([np.asarray(h[k]) for h in history], axis=1) for k in history[0]
+  }
   results = []
-  _, axes = stacked_hyperparams(configs[:1], fields)
-  init, segment = vmapped_functions(static, axes, mesh)
-  compile_seconds = 0.0
-  for start in range(0, len(configs), chunk_size):
-    chunk = configs[start : start + chunk_size]
-    padded = chunk + [chunk[-1]] * (chunk_size - len(chunk))  # one shape, one compile
-    hparams = _put(stacked_hyperparams(padded, fields)[0], mesh, axes)
-    if start == 0:
-      t0 = time.perf_counter()
-      init = init.lower(hparams).compile()
-      segment = segment.lower(init(hparams), hparams, device, jnp.int32(0)).compile()
-      compile_seconds = time.perf_counter() - t0
-      progress.start_time += compile_seconds  # rates count training time only
-    state = init(hparams)
-    history = []
-    previous_end = 0
-    for end in train.segment_ends(static):
-      state, metrics = segment(state, hparams, device, jnp.int32(end))
-      history.append(
-        train.exact_accuracies(
-          jax.device_get(metrics), static, device.val_labels.shape[0]
-        )
-      )
-      progress.done += len(chunk) * (end - previous_end) * static.batch_size
-      previous_end = end
-      progress.log(
-        progress.done,
-        'H %d, models %d-%d: step %d/%d, best val acc %.4f',
-        static.hidden_size,
-        indices[start] + 1,
-        indices[start + len(chunk) - 1] + 1,
-        end,
-        static.max_iters,
-        np.nanmax(history[-1]['val_accuracy']),
-      )
-    finite = _finite_per_model(state.params)
-    curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
-    for i, config in enumerate(chunk):
-      loss = float(curves['train_loss'][i, -1])
-      result = ModelResult(
-        index=indices[start + i],
+  for i, config in enumerate(chunk):
+    loss = float(curves['train_loss'][i, -1])
+    results.append(
+      ModelResult(
+        index=indices[i],
         config=config,
         val_accuracy=float(curves['val_accuracy'][i, -1]),
         train_accuracy=float(curves['train_accuracy'][i, -1]),
@@ -225,26 +124,111 @@ def train_group(
         diverged=not (math.isfinite(loss) and bool(finite[i])),
         history={k: v[i].tolist() for k, v in curves.items()},
       )
-      results.append(result)
-      if not result.diverged and result.val_accuracy > best.get('val_accuracy', -1.0):
-        best.update(
-          val_accuracy=result.val_accuracy,
-          result=result,
-          params=jax.device_get(jax.tree.map(lambda x, i=i: x[i], state.params)),
-        )
-  return results, compile_seconds
+    )
+  return results
 
 
-def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_group(
+  indices: list[int],
+  static: train.Static,
+  device: train.DeviceData,
+  mesh: jax.sharding.Mesh,
+  fields: tuple[str, ...],
+  chunk_size: int,
+  progress: Progress,
+  progression: Progression,
+) -> float:
+  """Trains one shape group, chunk by chunk, with one compiled program.
+
+  Args:
+    indices: the group's places in the grid.
+    static: the group's shapes (`max_iters` is the group's longest run).
+    device: the device-resident data, replicated over `mesh`.
+    mesh: a 1-D mesh with axis `models`.
+    fields: the batched hyperparameter fields.
+    chunk_size: models per call, a multiple of the mesh size.
+    progress: shared progress counter (in model-examples).
+    progression: finished results and checkpoints; updated.
+
+  Returns:
+    The seconds spent compiling.
+  """
+  configs = progression.configs
+  _, axes = stacked.stacked_hyperparams([configs[indices[0]]], fields)
+  init, segment = stacked.vmapped_functions(static, axes, mesh)
+  compile_seconds, compiled = 0.0, False
+  for start in range(0, len(indices), chunk_size):
+    chunk_indices = indices[start : start + chunk_size]
+    chunk = [configs[i] for i in chunk_indices]
+    examples = len(chunk) * static.max_iters * static.batch_size
+    if all(i in progression.results for i in chunk_indices):
+      progress.done += examples
+      continue
+    padded = chunk + [chunk[-1]] * (chunk_size - len(chunk))  # one shape, one compile
+    hparams = stacked.put_models(
+      stacked.stacked_hyperparams(padded, fields)[0], mesh, axes
+    )
+    if not compiled:
+      t0 = time.perf_counter()
+      init = init.lower(hparams).compile()
+      segment = segment.lower(init(hparams), hparams, device, jnp.int32(0)).compile()
+      compile_seconds, compiled = time.perf_counter() - t0, True
+      progress.start_time += compile_seconds  # rates count training time only
+    state, history = init(hparams), []
+    partial = progression.partial
+    if partial is not None and partial['indices'] == chunk_indices:
+      restored, _ = checkpoint.restore(progression.partial_path, like=state)
+      state = jax.tree.map(
+        lambda x, like: jax.device_put(x, like.sharding), restored, state
+      )
+      history = partial['history']
+      progress.done += len(chunk) * partial['step'] * static.batch_size
+      logging.info('Resuming models %s at step %d.', chunk_indices, partial['step'])
+    previous_end = int(state.step)
+    for end in train.segment_ends(static):
+      if end <= previous_end:
+        continue
+      state, metrics = segment(state, hparams, device, jnp.int32(end))
+      metrics = train.exact_accuracies(
+        jax.device_get(metrics), static, device.val_labels.shape[0]
+      )
+      history.append({k: v.tolist() for k, v in metrics.items()})
+      progression.save(
+        state, {'indices': chunk_indices, 'step': int(end), 'history': history}
+      )
+      progress.done += len(chunk) * (end - previous_end) * static.batch_size
+      previous_end = int(end)
+      progress.log(
+        progress.done,
+        'H %d, models %d-%d: step %d/%d, best val acc %.4f',
+        static.hidden_size,
+        chunk_indices[0] + 1,
+        chunk_indices[-1] + 1,
+        end,
+        static.max_iters,
+        np.nanmax(metrics['val_accuracy']),
+      )
+    finite = stacked.finite_per_model(state.params)
+    for i, result in enumerate(_chunk_results(chunk, chunk_indices, history, finite)):
+      progression.record(result, lambda i=i, p=state.params: _model_params(p, i))
+    progression.save()
+  return compile_seconds
+
+
+def run_sweep(
+  config: ml_collections.ConfigDict, workdir: str, restart: bool = False
+) -> dict:
   """Trains every model of `config.sweep` and writes the sweep's workdir files.
 
   Writes `config.json`, `results.csv`, `results.md` (sorted by validation
-  accuracy), `curves.jsonl` (each model's learning curves), `summary.json` and
-  `best_params.npz`.
+  accuracy), `curves.jsonl` (each model's learning curves), `summary.json`,
+  `best_params.npz`, and `checkpoints/` (resumed when the same command runs
+  again).
 
   Args:
     config: a sweep config (see `configs/sweep.py`).
     workdir: output directory.
+    restart: delete a previous sweep's outputs in `workdir` and start over.
 
   Returns:
     The summary dict.
@@ -252,18 +236,34 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
   points = grid.points(config)
   configs = [grid.model_config(config, p) for p in points]
   workdir = workdir_lib.prepare(workdir)
+  resume_from = checkpoint.prepare_resume(
+    workdir, config.to_dict(), restart, SWEEP_OUTPUTS
+  )
   dataset = run.load_data(config)
   num_train = len(dataset.train_labels)
   for c in configs:
     configlib.validate(c, num_train=num_train)
   workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+  directory = workdir / checkpoint.DIRNAME
+  if resume_from is None:
+    progression = Progression(configs, directory, config.keep_checkpoints)
+  else:
+    progression = Progression.resume(
+      resume_from, configs, directory, config.keep_checkpoints
+    )
+    logging.info(
+      'Resuming from %s: %d of %d models done.',
+      resume_from,
+      len(progression.results),
+      len(configs),
+    )
 
   devices = jax.devices()
   mesh = jax.make_mesh((len(devices),), ('models',), (jax.sharding.AxisType.Auto,))
   device = jax.device_put(
     run.device_data(dataset), NamedSharding(mesh, PartitionSpec())
   )
-  fields = batched_fields(configs)
+  fields = stacked.batched_fields(configs)
   groups: dict[tuple, list[int]] = {}
   for i, c in enumerate(configs):
     groups.setdefault((c.hidden_size, c.batch_size), []).append(i)
@@ -290,54 +290,54 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ', '.join(fields),
   )
 
-  best: dict = {}
-  results: list[ModelResult] = []
   compile_seconds = 0.0
   t0 = time.perf_counter()
   for key, idx in groups.items():
     static = statics[key]
     chunk = min(
-      models_per_chunk(config, static, len(dataset.val_labels), len(devices)),
+      stacked.models_per_chunk(config, static, len(dataset.val_labels), len(devices)),
       math.ceil(len(idx) / len(devices)) * len(devices),
     )
-    group_results, seconds = train_group(
-      [configs[i] for i in idx],
-      idx,
-      static,
-      device,
-      mesh,
-      fields,
-      chunk,
-      progress,
-      best,
+    compile_seconds += train_group(
+      idx, static, device, mesh, fields, chunk, progress, progression
     )
-    results += group_results
-    compile_seconds += seconds
   sweep_seconds = time.perf_counter() - t0
-  results.sort(key=lambda r: (r.diverged, -r.val_accuracy, r.index))
+  return _finish(
+    config,
+    workdir,
+    dataset,
+    progression,
+    {
+      'num_models': len(configs),
+      'sweep_seconds': sweep_seconds,
+      'compile_seconds': compile_seconds,
+      'model_examples_per_second': total / max(sweep_seconds - compile_seconds, 1e-9),
+      'batched_fields': list(fields),
+      'jax_version': jax.__version__,
+      'resumed': resume_from is not None,
+      **provenance.record(),
+    },
+  )
 
-  summary = {
-    'num_models': len(configs),
-    'num_diverged': sum(r.diverged for r in results),
-    'sweep_seconds': sweep_seconds,
-    'compile_seconds': compile_seconds,
-    'model_examples_per_second': total / max(sweep_seconds - compile_seconds, 1e-9),
-    'batched_fields': list(fields),
-    'num_devices': len(devices),
-    'backend': jax.default_backend(),
-    'jax_version': jax.__version__,
-  }
+
+def _finish(config, workdir, dataset, progression: Progression, summary: dict) -> dict:
+  """Writes the results table, the best model's params and the summary."""
+  results = sorted(
+    progression.results.values(), key=lambda r: (r.diverged, -r.val_accuracy, r.index)
+  )
+  summary['num_diverged'] = sum(r.diverged for r in results)
   swept = results_lib.columns(grid.swept_values(config))
-  if best:
-    test_accuracy = run.split_accuracy(
-      best['params'], dataset.test_images, dataset.test_labels
-    )
+  if progression.best_index is not None:
+    best = progression.results[progression.best_index]
+    params = progression.best_params
     summary['best'] = {
-      **{f: best['result'].config[f] for f in swept},
-      'val_accuracy': best['val_accuracy'],
-      'test_accuracy': test_accuracy,
+      **{f: best.config[f] for f in swept},
+      'val_accuracy': best.val_accuracy,
+      'test_accuracy': run.split_accuracy(
+        params, dataset.test_images, dataset.test_labels
+      ),
     }
-    workdir_lib.save_params(workdir / 'best_params.npz', best['params'])
+    workdir_lib.save_params(workdir / 'best_params.npz', params)
   else:
     summary['best'] = None
     logging.error('Every model diverged: lower the learning rates of the sweep.')
@@ -346,8 +346,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(results_lib.markdown_table(results[:10], swept))
   logging.info(
     'Sweep of %d models done in %.1fs (compile %.1fs).',
-    len(configs),
-    sweep_seconds,
-    compile_seconds,
+    len(results),
+    summary['sweep_seconds'],
+    summary['compile_seconds'],
   )
   return summary
