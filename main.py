@@ -86,7 +86,7 @@ def _dispatch(mode: str) -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    _fail(f'unexpected arguments: {" ".join(argv[1:])} (flags look like --name=value)', 2)
   try:
     _dispatch(_MODE.value)
   except UserError as e:

@@ -70,6 +70,12 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
     UserError: for an unknown field, a bad value, or a bad search mode.
   """
   values = swept_values(config)
+  chunk = config.get('models_per_chunk', 0)
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    raise UserError(
+      f'config field models_per_chunk={chunk!r} is invalid: expected an integer >= 0 '
+      '(0 = as many models as fit in memory)'
+    )
   search = config.get('search', 'grid')
   if search not in SEARCHES:
     raise UserError(

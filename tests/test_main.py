@@ -34,6 +34,7 @@ def trained(tmp_path_factory):
 def test_train_writes_the_workdir_files(trained):
   workdir, result = trained
   assert sorted(p.name for p in workdir.iterdir()) == [
+    'checkpoints',
     'config.json',
     'metrics.jsonl',
     'params.npz',
@@ -96,6 +97,24 @@ def test_eval_reports_the_saved_models_test_accuracy(trained):
     (['--no_such_flag=1'], 'no_such_flag'),
     (['--mode=fly'], 'mode'),
     (['--config=configs/missing.py'], 'configs/missing.py'),
+    (['--config.learning_rate=abc'], 'learning_rate'),
+    (['--config.lr_decay=1.5'], 'lr_decay'),
+    (['--config.lr_decay=0'], 'lr_decay'),
+    (['--config.l2_reg=-1'], 'l2_reg'),
+    (['--config.init_std=-1'], 'init_std'),
+    (['--config.num_iters=0'], 'num_iters'),
+    (['--config.eval_every=-1'], 'eval_every'),
+    (['--config.seed=-1'], 'seed'),
+    (['--config.train_eval_size=0'], 'train_eval_size'),
+    (['--config.num_val=0'], 'num_val'),
+    (['--config.num_val=60000'], 'num_val'),
+    (['--config.optimizer=adagrad'], 'optimizer'),
+    (['--config.data_source=csv'], 'data_source'),
+    (['--config.checkpoint_every=-5'], 'checkpoint_every'),
+    (['--config.keep_checkpoints=0'], 'keep_checkpoints'),
+    (['--config.data_url=ftp://example.invalid/'], 'ftp://'),
+    (['extra_argument'], 'extra_argument'),
+    (['--mode=sweep'], 'sweep'),
   ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, expected):
@@ -119,3 +138,86 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
   result = run_main('--config=configs/test.py', f'--workdir={target}')
   assert result.returncode != 0 and 'is a file' in result.stderr
   assert target.read_text() == 'keep me'
+
+
+def run_sweep_main(tmp_path, *args):
+  return run_main(
+    '--mode=sweep',
+    '--config=configs/sweep.py',
+    f'--workdir={tmp_path / "w"}',
+    '--config.num_iters=1',
+    *args,
+  )
+
+
+@pytest.mark.parametrize(
+  'args, expected',
+  [
+    (['--config.sweep.learning_rate=(0.1, -1.0)'], 'learning_rate'),
+    (['--config.sweep.hidden_size=(0, 10)'], 'hidden_size'),
+    (['--config.search=bayes'], 'search'),
+    (['--config.search=random'], 'num_samples'),
+    (['--config.models_per_chunk=-1'], 'models_per_chunk'),
+  ],
+)
+def test_sweep_user_errors(tmp_path, args, expected):
+  result = run_sweep_main(tmp_path, *args)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[
+    -2000:
+  ]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('Error:')]
+  assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+
+
+def test_workdir_below_a_file_is_refused(tmp_path):
+  target = tmp_path / 'file'
+  target.write_text('keep me')
+  result = run_main('--config=configs/test.py', f'--workdir={target / "sub"}')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'cannot create workdir' in result.stderr and target.read_text() == 'keep me'
+
+
+def test_corrupt_data_file_is_named(tmp_path):
+  data_dir = tmp_path / 'mnist'
+  data_dir.mkdir()
+  for source in (REPO / 'data' / 'mnist').glob('*.gz'):
+    (data_dir / source.name).write_bytes(source.read_bytes())
+  labels = data_dir / 't10k-labels-idx1-ubyte.gz'
+  labels.write_bytes(labels.read_bytes()[:100])
+  result = run_main(
+    '--config=configs/test.py',
+    f'--workdir={tmp_path / "w"}',
+    f'--config.data_dir={data_dir}',
+  )
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 't10k-labels-idx1-ubyte.gz' in result.stderr
+
+
+def test_eval_refuses_params_of_another_architecture(tmp_path, trained):
+  import numpy as np
+
+  workdir, _ = trained
+  other = tmp_path / 'other'
+  other.mkdir()
+  (other / 'config.json').write_text((workdir / 'config.json').read_text())
+  np.savez(
+    other / 'params.npz',
+    W1=np.zeros((100, 8)),
+    b1=np.zeros(8),
+    W2=np.zeros((8, 10)),
+    b2=np.zeros(10),
+  )
+  result = run_main('--mode=eval', f'--workdir={other}')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'do not fit' in result.stderr
+
+
+def test_eval_refuses_a_corrupt_params_file(tmp_path, trained):
+  workdir, _ = trained
+  broken = tmp_path / 'broken'
+  broken.mkdir()
+  (broken / 'config.json').write_text((workdir / 'config.json').read_text())
+  (broken / 'params.npz').write_bytes(b'not a zip file')
+  result = run_main('--mode=eval', f'--workdir={broken}')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'params.npz' in result.stderr
