@@ -14,7 +14,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlp import run, sweep
+from mlp import distributed, run, sweep
 from mlp.errors import UserError
 
 MODES = ('train', 'eval', 'sweep')
@@ -31,6 +31,27 @@ _RESTART = flags.DEFINE_bool(
   False,
   'Delete the outputs and checkpoints of a previous run in --workdir and start over '
   '(without it, a run resumes from its newest checkpoint).',
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'Multi-process runs: host:port of process 0 (jax.distributed).',
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, 'Multi-process runs: how many.'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, "Multi-process runs: this process's rank."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+  'distributed',
+  False,
+  'Join a multi-process run whose settings JAX detects (SLURM, Cloud TPU).',
+)
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+  'distributed_timeout',
+  300,
+  'Seconds to wait for every process of a multi-process run.',
 )
 flags.mark_flags_as_required(['workdir'])
 
@@ -86,8 +107,17 @@ def _dispatch(mode: str) -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])} (flags look like --name=value)', 2)
+    _fail(
+      f'unexpected arguments: {" ".join(argv[1:])} (flags look like --name=value)', 2
+    )
   try:
+    distributed.initialize(
+      _COORDINATOR.value,
+      _NUM_PROCESSES.value,
+      _PROCESS_ID.value,
+      _DISTRIBUTED.value,
+      _DISTRIBUTED_TIMEOUT.value,
+    )
     _dispatch(_MODE.value)
   except UserError as e:
     _fail(str(e))

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mlp import distributed
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -35,12 +36,18 @@ def _key(path) -> str:
 
 
 def save(directory: Path, step: int, tree, metadata: dict, keep: int = 3) -> Path:
-  """Writes `tree` and `metadata` as `ckpt_<step>.npz`; keeps the newest `keep`."""
+  """Writes `tree` and `metadata` as `ckpt_<step>.npz`; keeps the newest `keep`.
+
+  In a multi-process run every process must call this (the arrays are
+  gathered from all of them); process 0 alone writes.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(distributed.to_host(tree))[0]
+  path = directory / f'ckpt_{step:09d}.npz'
+  if not distributed.is_writer():
+    return path
   directory.mkdir(exist_ok=True)
-  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
   arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
   arrays['__metadata__'] = np.asarray(json.dumps(metadata))
-  path = directory / f'ckpt_{step:09d}.npz'
   with workdir_lib.atomic_open(path, 'wb') as f:
     np.savez(f, **arrays)
   for old in all_checkpoints(directory)[:-keep]:
@@ -80,11 +87,11 @@ def restore(path: Path, like):
   for path_, leaf in leaves:
     key = _key(path_)
     value = stored.get(key)
-    if value is None or value.shape != np.shape(leaf):
+    if value is None or value.shape != leaf.shape:
       raise UserError(
         f'checkpoint {path} does not fit this run ({key}); pass --restart to start over'
       )
-    restored.append(value.astype(np.asarray(leaf).dtype))
+    restored.append(value.astype(leaf.dtype))
   metadata = json.loads(str(stored['__metadata__']))
   return jax.tree_util.tree_unflatten(treedef, restored), metadata
 
@@ -116,9 +123,10 @@ def prepare_resume(
   """
   config_path = workdir / 'config.json'
   if restart:
-    shutil.rmtree(workdir / DIRNAME, ignore_errors=True)
-    for name in ('config.json', *outputs):
-      (workdir / name).unlink(missing_ok=True)
+    if distributed.is_writer():
+      shutil.rmtree(workdir / DIRNAME, ignore_errors=True)
+      for name in ('config.json', *outputs):
+        (workdir / name).unlink(missing_ok=True)
     return None
   if config_path.is_file():
     old = json.loads(json.dumps(workdir_lib.read_json(config_path)))

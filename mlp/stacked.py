@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlp import configlib, grid, train
+from mlp import configlib, distributed, grid, train
 
 # Every state leaf keeps its model axis first, except the shared step counter.
 # (Measured: putting W1's model axis in the middle, to make `x @ W1` one wide
@@ -103,7 +103,7 @@ def models_per_chunk(
     activations = static.batch_size * (d + 3 * h + 3 * c)
     evaluation = (static.train_eval_size + num_val) * (h + c)
     per_model = 4 * (4 * params + activations + evaluation)
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     budget = stats.get('bytes_limit', 0) * 0.5 or (
       os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') * 0.25
     )
@@ -115,7 +115,7 @@ def put_models(tree, mesh, axes):
   """Model-axis arrays sharded over the mesh's `models` axis, the rest replicated."""
 
   def put(x, axis):
-    return jax.device_put(x, _sharding(mesh, axis))
+    return distributed.put(x, _sharding(mesh, axis))
 
   return jax.tree.map(put, tree, axes, is_leaf=_is_axis)
 
@@ -125,4 +125,4 @@ def finite_per_model(params: dict) -> np.ndarray:
   finite = [
     jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim))) for v in params.values()
   ]
-  return np.asarray(jnp.all(jnp.stack(finite), axis=0))
+  return np.asarray(distributed.to_host(jnp.all(jnp.stack(finite), axis=0)))

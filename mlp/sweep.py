@@ -20,7 +20,16 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlp import checkpoint, configlib, grid, provenance, run, stacked, train
+from mlp import (
+  checkpoint,
+  configlib,
+  distributed,
+  grid,
+  provenance,
+  run,
+  stacked,
+  train,
+)
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.progress import Progress
@@ -71,7 +80,9 @@ class Progression:
       best is None or result.val_accuracy > best.val_accuracy
     ):
       self.best_index, self.best_params = result.index, params_of()
-      workdir_lib.save_params(self.directory / 'best_params.npz', self.best_params)
+      if distributed.is_writer():
+        self.directory.mkdir(exist_ok=True)
+        workdir_lib.save_params(self.directory / 'best_params.npz', self.best_params)
 
   def save(self, state=None, partial: dict | None = None) -> None:
     """A checkpoint: finished results, and the chunk in progress (if any)."""
@@ -104,7 +115,7 @@ class Progression:
 
 def _model_params(params: dict, i: int) -> dict:
   """Model `i`'s params from a stacked pytree, on the host."""
-  return jax.device_get(jax.tree.map(lambda x: x[i], params))
+  return distributed.to_host(jax.tree.map(lambda x: x[i], params))
 
 
 def _chunk_results(chunk, indices, history, finite) -> list[ModelResult]:
@@ -179,7 +190,7 @@ def train_group(
     if partial is not None and partial['indices'] == chunk_indices:
       restored, _ = checkpoint.restore(progression.partial_path, like=state)
       state = jax.tree.map(
-        lambda x, like: jax.device_put(x, like.sharding), restored, state
+        lambda x, like: distributed.put(x, like.sharding), restored, state
       )
       history = partial['history']
       progress.done += len(chunk) * partial['step'] * static.batch_size
@@ -190,7 +201,7 @@ def train_group(
         continue
       state, metrics = segment(state, hparams, device, jnp.int32(end))
       metrics = train.exact_accuracies(
-        jax.device_get(metrics), static, device.val_labels.shape[0]
+        distributed.to_host(metrics), static, device.val_labels.shape[0]
       )
       history.append({k: v.tolist() for k, v in metrics.items()})
       progression.save(
@@ -243,7 +254,8 @@ def run_sweep(
   num_train = len(dataset.train_labels)
   for c in configs:
     configlib.validate(c, num_train=num_train)
-  workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+  if distributed.is_writer():
+    workdir_lib.write_json(workdir / 'config.json', config.to_dict())
   directory = workdir / checkpoint.DIRNAME
   if resume_from is None:
     progression = Progression(configs, directory, config.keep_checkpoints)
@@ -260,8 +272,17 @@ def run_sweep(
 
   devices = jax.devices()
   mesh = jax.make_mesh((len(devices),), ('models',), (jax.sharding.AxisType.Auto,))
-  device = jax.device_put(
-    run.device_data(dataset), NamedSharding(mesh, PartitionSpec())
+  replicated = NamedSharding(mesh, PartitionSpec())
+  device = train.DeviceData(
+    *(
+      distributed.put(x, replicated)
+      for x in (
+        dataset.train_images,
+        dataset.train_labels,
+        dataset.val_images,
+        dataset.val_labels,
+      )
+    )
   )
   fields = stacked.batched_fields(configs)
   groups: dict[tuple, list[int]] = {}
@@ -337,12 +358,14 @@ def _finish(config, workdir, dataset, progression: Progression, summary: dict) -
         params, dataset.test_images, dataset.test_labels
       ),
     }
-    workdir_lib.save_params(workdir / 'best_params.npz', params)
+    if distributed.is_writer():
+      workdir_lib.save_params(workdir / 'best_params.npz', params)
   else:
     summary['best'] = None
     logging.error('Every model diverged: lower the learning rates of the sweep.')
-  results_lib.write(workdir, results, swept)
-  workdir_lib.write_json(workdir / 'summary.json', summary)
+  if distributed.is_writer():
+    results_lib.write(workdir, results, swept)
+    workdir_lib.write_json(workdir / 'summary.json', summary)
   print(results_lib.markdown_table(results[:10], swept))
   logging.info(
     'Sweep of %d models done in %.1fs (compile %.1fs).',

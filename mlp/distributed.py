@@ -1,0 +1,158 @@
+"""Multi-process runs on JAX's own multi-controller runtime.
+
+Every process runs the same program; `jax.devices()` then lists the devices
+of all processes, and a sweep's model axis is sharded across all of them.
+Each process builds only its own shards of an array (`make_array_from_callback`),
+results are gathered to every process (`process_allgather`), and only process
+0 writes files.
+"""
+
+import socket
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from mlp.errors import UserError
+
+
+def initialize(
+  coordinator_address: str | None,
+  num_processes: int | None,
+  process_id: int | None,
+  auto: bool,
+  timeout_seconds: int,
+) -> None:
+  """Joins a multi-process run (a no-op without any of its settings).
+
+  Args:
+    coordinator_address: `host:port` of process 0's coordinator service.
+    num_processes: how many processes take part.
+    process_id: this process's rank, 0 to `num_processes - 1`.
+    auto: let JAX detect the cluster (SLURM, Cloud TPU, MPI) by itself.
+    timeout_seconds: how long to wait for every process to join.
+
+  Raises:
+    UserError: for incomplete settings, or when the processes cannot meet
+      within `timeout_seconds`.
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if not auto and all(v is None for v in explicit):
+    return
+  if not auto and any(v is None for v in explicit):
+    raise UserError(
+      'a multi-process run needs --coordinator_address, --num_processes and --process_id '
+      'together (or --distributed where the cluster is detected automatically)'
+    )
+  if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
+    raise UserError(
+      f'--process_id={process_id} must be between 0 and {num_processes - 1}'
+    )
+  if coordinator_address is not None:
+    _rendezvous(coordinator_address, num_processes, process_id, timeout_seconds)
+  # CPU devices talk over gloo (TCP); GPUs and TPUs use their own collectives.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=timeout_seconds,
+    )
+    jax.devices()  # The processes meet here.
+  except Exception as e:  # noqa: BLE001 -- any failure to meet is reported the same way
+    reason = ' '.join(str(e).split())[:300]
+    raise UserError(
+      f'process {process_id} could not join the run at {coordinator_address} within '
+      f'{timeout_seconds}s ({reason}); start every process with the same '
+      '--coordinator_address and --num_processes, or raise --distributed_timeout'
+    ) from None
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  logging.info(
+    'Process %d of %d: %d local and %d global devices.',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+
+
+def _rendezvous(
+  address: str, num_processes: int, process_id: int, timeout: float
+) -> None:
+  """Checks that every process is up before JAX's runtime starts.
+
+  JAX's coordination service aborts the whole process (no exception) when a
+  peer never arrives, so the processes first meet over a plain TCP socket on
+  the coordinator's port: process 0 listens, the others connect, and a
+  missing process becomes a clear error after `timeout` seconds.
+  """
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    raise UserError(f'--coordinator_address={address} must look like HOST:PORT')
+  deadline = time.monotonic() + timeout
+  if process_id == 0:
+    _gather_peers(host, int(port), num_processes - 1, deadline, timeout)
+    return
+  while True:
+    try:
+      with socket.create_connection(
+        (host, int(port)), timeout=max(deadline - time.monotonic(), 0.1)
+      ) as peer:
+        peer.settimeout(max(deadline - time.monotonic(), 0.1))
+        if peer.recv(1) == b'1':
+          return
+    except OSError:
+      pass
+    if time.monotonic() > deadline:
+      raise UserError(
+        f'process {process_id} could not reach the coordinator (process 0) at {address} '
+        f'within {timeout:g}s: start process 0 there, or raise --distributed_timeout'
+      )
+    time.sleep(0.2)
+
+
+def _gather_peers(
+  host: str, port: int, count: int, deadline: float, timeout: float
+) -> None:
+  with socket.create_server((host, port), reuse_port=False) as server:
+    server.settimeout(0.2)
+    peers = []
+    try:
+      while len(peers) < count:
+        if time.monotonic() > deadline:
+          raise UserError(
+            f'process 0 waited {timeout:g}s at {host}:{port} but only {len(peers)} of '
+            f'{count} other processes arrived: start all --num_processes={count + 1} '
+            'processes, or raise --distributed_timeout'
+          )
+        try:
+          peers.append(server.accept()[0])
+        except TimeoutError:
+          continue
+      for peer in peers:
+        peer.sendall(b'1')
+    finally:
+      for peer in peers:
+        peer.close()
+
+
+def is_writer() -> bool:
+  """Whether this process writes the workdir's files (process 0)."""
+  return jax.process_index() == 0
+
+
+def to_host(tree):
+  """A pytree of (possibly multi-process) arrays as NumPy arrays on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def put(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array from a value every process holds; each builds its own shards."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
