@@ -3,6 +3,7 @@
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --mode=eval --workdir=runs/default
   python main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
+  python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
 
 Every mistake a user can fix ends in one line on stderr and exit code 1.
 """
@@ -14,10 +15,10 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlp import distributed, run, sweep
+from mlp import distributed, predict, run, sweep
 from mlp.errors import UserError
 
-MODES = ('train', 'eval', 'sweep')
+MODES = ('train', 'eval', 'sweep', 'predict')
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Path to a config file, e.g. configs/default.py.', lock_config=True
@@ -53,6 +54,10 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
   300,
   'Seconds to wait for every process of a multi-process run.',
 )
+_IMAGES = flags.DEFINE_string(
+  'images', None, '--mode=predict: image files, comma-separated, globs allowed.'
+)
+_JSON = flags.DEFINE_bool('json', False, '--mode=predict: print a JSON list instead of lines.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -92,6 +97,8 @@ def _dispatch(mode: str) -> None:
   if mode == 'eval':
     run.evaluate_workdir(config, _WORKDIR.value)
     return
+  if mode == 'predict':
+    sys.exit(predict.run_predict(_WORKDIR.value, _IMAGES.value or '', _JSON.value))
   if config is None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   if mode == 'train':

@@ -1,4 +1,9 @@
-"""A sweep's results table: `results.csv`, `results.md` and `curves.jsonl`."""
+"""A sweep's results table: `results.csv`, `results.md` and `curves.jsonl`.
+
+`curves.jsonl` holds one JSON object per model, in grid order: `model` (its
+index), `hyperparameters` (the table's fields) and `curves` (each metric of
+`metrics.jsonl` as a list over evaluations).
+"""
 
 import csv
 import io
@@ -63,5 +68,9 @@ def write(workdir, results: list, fields: list[str]) -> None:
     f.write(markdown_table(results, fields) + '\n')
   with workdir_lib.atomic_open(workdir / 'curves.jsonl') as f:
     for r in sorted(results, key=lambda r: r.index):
-      record = {'model': r.index, **{k: r.config[k] for k in fields}, **r.history}
+      record = {
+        'model': r.index,
+        'hyperparameters': {k: r.config[k] for k in fields},
+        'curves': r.history,
+      }
       f.write(json.dumps(record) + '\n')

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import checkpoint, configlib, data, model, provenance, train
+from mlp import checkpoint, configlib, data, model, plots, provenance, report, train
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.progress import Progress
@@ -213,6 +213,7 @@ def train_and_evaluate(
       metrics['learning_rate'],
     )
     if not math.isfinite(metrics['train_loss']):
+      progress.close()
       diverged = True
       logging.error(
         'Training diverged at step %d (loss %s): lower learning_rate (now %g).',
@@ -221,6 +222,7 @@ def train_and_evaluate(
         config.learning_rate,
       )
       break
+  progress.close()
   train_seconds = progress.elapsed()
   steps = int(state.step)
   if metrics is None:  # Resumed a finished run: its last evaluation stands.
@@ -247,6 +249,8 @@ def train_and_evaluate(
   }
   workdir_lib.save_params(workdir / 'params.npz', params)
   workdir_lib.write_json(workdir / 'summary.json', summary)
+  plots.write_train_plots(workdir, dataset)
+  report.write_train_report(workdir)
   logging.info(
     'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs): val %.4f, test %.4f.',
     data_seconds + compile_seconds + train_seconds,

@@ -26,8 +26,10 @@ from mlp import (
   distributed,
   grid,
   provenance,
+  report,
   run,
   stacked,
+  sweep_plots,
   train,
 )
 from mlp import results as results_lib
@@ -322,6 +324,7 @@ def run_sweep(
     compile_seconds += train_group(
       idx, static, device, mesh, fields, chunk, progress, progression
     )
+  progress.close()
   sweep_seconds = time.perf_counter() - t0
   return _finish(
     config,
@@ -366,6 +369,8 @@ def _finish(config, workdir, dataset, progression: Progression, summary: dict) -
   if distributed.is_writer():
     results_lib.write(workdir, results, swept)
     workdir_lib.write_json(workdir / 'summary.json', summary)
+    sweep_plots.write_sweep_plots(workdir)
+    report.write_sweep_report(workdir)
   print(results_lib.markdown_table(results[:10], swept))
   logging.info(
     'Sweep of %d models done in %.1fs (compile %.1fs).',

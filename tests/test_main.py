@@ -38,6 +38,8 @@ def test_train_writes_the_workdir_files(trained):
     'config.json',
     'metrics.jsonl',
     'params.npz',
+    'plots',
+    'report.md',
     'summary.json',
   ]
   summary = json.loads((workdir / 'summary.json').read_text())
@@ -221,3 +223,32 @@ def test_eval_refuses_a_corrupt_params_file(tmp_path, trained):
   result = run_main('--mode=eval', f'--workdir={broken}')
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'params.npz' in result.stderr
+
+
+def test_predict_from_the_command_line(tmp_path, trained):
+  from PIL import Image
+
+  from mlp import data
+
+  workdir, _ = trained
+  dataset = data.load_dataset('mnist')
+  digit = Image.fromarray(255 - dataset.test_images[0].reshape(28, 28)).resize(
+    (120, 120)
+  )
+  canvas = Image.new('L', (200, 160), 255)
+  canvas.paste(digit, (60, 20))
+  good = tmp_path / 'digit.png'
+  canvas.save(good)
+  missing = tmp_path / 'missing.png'
+  result = run_main(
+    '--mode=predict', f'--workdir={workdir}', f'--images={good},{missing}'
+  )
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  path, label, probability = result.stdout.strip().split('\t')
+  assert path == str(good) and 0 <= int(label) <= 9 and 0 < float(probability) <= 1
+  assert f'Error: {missing}' in result.stderr
+  as_json = run_main(
+    '--mode=predict', f'--workdir={workdir}', f'--images={good}', '--json'
+  )
+  assert as_json.returncode == 0, as_json.stderr
+  assert len(json.loads(as_json.stdout)[0]['probabilities']) == 10

@@ -104,8 +104,9 @@ def test_results_files_follow_the_contract(mixed_sweep):
   curves = [
     json.loads(line) for line in (workdir / 'curves.jsonl').read_text().splitlines()
   ]
-  assert len(curves) == 8 and curves[0]['step'] == [20, 40, 60]
-  assert len(curves[0]['val_accuracy']) == 3
+  assert len(curves) == 8 and curves[0]['curves']['step'] == [20, 40, 60]
+  assert len(curves[0]['curves']['val_accuracy']) == 3
+  assert curves[0]['hyperparameters']['learning_rate'] in (0.1, 0.3)
 
 
 def test_one_compile_per_hidden_size(monkeypatch, tmp_path):

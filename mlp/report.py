@@ -1,0 +1,214 @@
+"""`WORKDIR/report.md`: a workdir's summary, results and plots on one page.
+
+The report is put together from the files already in the workdir
+(`summary.json`, `config.json`, `results.md`, `plots/*.png`), so it can be
+written again at any time, and the workdir can be read on its own. Plots are
+linked relatively (`plots/NAME.png`); only the plots that exist are linked.
+"""
+
+import json
+from pathlib import Path
+
+from mlp import workdir as workdir_lib
+from mlp.errors import UserError
+
+NUM_TOP_ROWS = 10
+_TRAIN_PLOTS = (
+  ('learning_curves.png', 'Learning curves'),
+  ('weights.png', 'First-layer weights'),
+  ('confusion.png', 'Test confusion matrix'),
+  ('misclassified.png', 'Misclassified test images'),
+)
+_TRAIN_SUMMARY = (
+  ('val_accuracy', 'validation accuracy'),
+  ('test_accuracy', 'test accuracy'),
+  ('train_accuracy', 'train accuracy'),
+  ('final_loss', 'final training loss'),
+  ('diverged', 'diverged'),
+  ('steps', 'steps'),
+  ('num_params', 'parameters'),
+  ('train_seconds', 'training seconds'),
+  ('compile_seconds', 'compile seconds'),
+  ('examples_per_second', 'examples / second'),
+  ('backend', 'backend'),
+  ('device_kind', 'device'),
+  ('jax_version', 'JAX version'),
+)
+_TRAIN_CONFIG = (
+  'hidden_size',
+  'learning_rate',
+  'lr_decay',
+  'l2_reg',
+  'batch_size',
+  'num_iters',
+  'init_std',
+  'seed',
+  'dataset',
+)
+_SWEEP_SUMMARY = (
+  ('num_models', 'models'),
+  ('num_diverged', 'diverged'),
+  ('sweep_seconds', 'sweep seconds'),
+  ('compile_seconds', 'compile seconds'),
+  ('model_examples_per_second', 'model-examples / second'),
+  ('num_devices', 'devices'),
+  ('backend', 'backend'),
+  ('jax_version', 'JAX version'),
+)
+
+
+def _format(value) -> str:
+  if isinstance(value, bool):
+    return 'yes' if value else 'no'
+  if isinstance(value, float):
+    return f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4g}'
+  if isinstance(value, int):
+    return f'{value:,}' if abs(value) >= 10000 else str(value)
+  return str(value)
+
+
+def key_value_table(pairs: list[tuple[str, object]], header=('', '')) -> str:
+  """A two-column Markdown table of `(name, value)` pairs."""
+  lines = [f'| {header[0]} | {header[1]} |', '|---|---|']
+  lines += [f'| {name} | {_format(value)} |' for name, value in pairs]
+  return '\n'.join(lines)
+
+
+def _read(workdir: Path, name: str, hint: str):
+  path = workdir / name
+  if not path.is_file():
+    raise UserError(f'no {name} in {workdir}: {hint}')
+  return workdir_lib.read_json(path)
+
+
+def _plot_section(workdir: Path, plots: list[tuple[str, str]]) -> list[str]:
+  lines = ['## Plots', '']
+  found = [
+    (name, title) for name, title in plots if (workdir / 'plots' / name).is_file()
+  ]
+  if not found:
+    return [*lines, 'No plots in `plots/`.', '']
+  for name, title in found:
+    lines += [f'### {title}', '', f'![{title}](plots/{name})', '']
+  return lines
+
+
+def _config_section(config: dict) -> list[str]:
+  return [
+    '## Full config',
+    '',
+    '<details><summary>config.json</summary>',
+    '',
+    '```json',
+    json.dumps(config, indent=2),
+    '```',
+    '',
+    '</details>',
+    '',
+  ]
+
+
+def _write(workdir: Path, lines: list[str]) -> Path:
+  path = workdir / 'report.md'
+  with workdir_lib.atomic_open(path) as f:
+    f.write('\n'.join(lines).rstrip() + '\n')
+  return path
+
+
+def write_train_report(workdir: str | Path) -> Path:
+  """Writes `report.md` for a `--mode=train` workdir.
+
+  Args:
+    workdir: a directory holding `summary.json` and `config.json`, and, if
+      `plots.write_train_plots` ran, `plots/*.png`.
+
+  Returns:
+    The path of `report.md`.
+  """
+  workdir = Path(workdir)
+  hint = f'train first with --mode=train --workdir={workdir}'
+  summary = _read(workdir, 'summary.json', hint)
+  config = _read(workdir, 'config.json', hint)
+  lines = [
+    f'# Training run `{workdir.name}`',
+    '',
+    '## Summary',
+    '',
+    key_value_table(
+      [(name, summary[key]) for key, name in _TRAIN_SUMMARY if key in summary],
+      ('metric', 'value'),
+    ),
+    '',
+    '## Hyperparameters',
+    '',
+    key_value_table(
+      [(key, config[key]) for key in _TRAIN_CONFIG if key in config],
+      ('field', 'value'),
+    ),
+    '',
+    *_plot_section(workdir, list(_TRAIN_PLOTS)),
+    *_config_section(config),
+  ]
+  return _write(workdir, lines)
+
+
+def _sweep_plots(workdir: Path) -> list[tuple[str, str]]:
+  def hidden_size(path: Path) -> int:
+    digits = path.stem.removeprefix('heatmap_h')
+    return int(digits) if digits.isdigit() else 0
+
+  heatmaps = sorted((workdir / 'plots').glob('heatmap_h*.png'), key=hidden_size)
+  return [
+    *[(p.name, f'Validation accuracy, H={hidden_size(p)}') for p in heatmaps],
+    ('best_curves.png', 'Learning curves of the best models'),
+  ]
+
+
+def write_sweep_report(workdir: str | Path) -> Path:
+  """Writes `report.md` for a `--mode=sweep` workdir.
+
+  Args:
+    workdir: a directory holding `summary.json`, `config.json` and
+      `results.md`, and, if `sweep_plots.write_sweep_plots` ran, `plots/*.png`.
+
+  Returns:
+    The path of `report.md`.
+  """
+  workdir = Path(workdir)
+  hint = f'run the sweep first with --mode=sweep --workdir={workdir}'
+  summary = _read(workdir, 'summary.json', hint)
+  config = _read(workdir, 'config.json', hint)
+  results_path = workdir / 'results.md'
+  if not results_path.is_file():
+    raise UserError(f'no results.md in {workdir}: {hint}')
+  table = results_path.read_text().strip().splitlines()
+  num_rows = len(table) - 2
+  best = summary.get('best')
+  swept = {field: values for field, values in config.get('sweep', {}).items() if values}
+  lines = [
+    f'# Sweep `{workdir.name}`',
+    '',
+    '## Summary',
+    '',
+    key_value_table(
+      [(name, summary[key]) for key, name in _SWEEP_SUMMARY if key in summary]
+      + [(f'swept: {field}', ', '.join(map(str, v))) for field, v in swept.items()],
+      ('item', 'value'),
+    ),
+    '',
+    '## Best model',
+    '',
+    key_value_table(list(best.items()), ('field', 'value'))
+    if best
+    else 'Every model diverged: lower the learning rates of the sweep.',
+    '',
+    f'## Top {min(num_rows, NUM_TOP_ROWS)} of {num_rows} models',
+    '',
+    'By validation accuracy; all rows are in `results.md` and `results.csv`.',
+    '',
+    *table[: NUM_TOP_ROWS + 2],
+    '',
+    *_plot_section(workdir, _sweep_plots(workdir)),
+    *_config_section(config),
+  ]
+  return _write(workdir, lines)

@@ -1,0 +1,161 @@
+"""Plots and report.md of a real (tiny) train workdir and sweep workdir."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlp import plots, report, sweep_plots
+from mlp.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+TRAIN_PLOTS = [
+  'learning_curves.png',
+  'weights.png',
+  'confusion.png',
+  'misclassified.png',
+]
+
+
+def run_main(*args: str) -> None:
+  result = subprocess.run(
+    [sys.executable, 'main.py', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope='module')
+def train_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('train')
+  run_main('--config=configs/test.py', f'--workdir={workdir}')
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def sweep_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('sweep')
+  run_main(
+    '--mode=sweep',
+    '--config=configs/sweep.py',
+    f'--workdir={workdir}',
+    '--config.num_iters=40',
+    '--config.eval_every=20',
+    '--config.batch_size=32',
+    '--config.sweep.hidden_size=(8, 16)',
+    '--config.sweep.learning_rate=(0.1, 0.3)',
+    '--config.sweep.l2_reg=(1e-4, 1e-3)',
+  )
+  return workdir
+
+
+def assert_good_png(path: Path, min_size: tuple[int, int] = (300, 250)) -> None:
+  assert path.is_file(), path
+  assert path.read_bytes()[:8] == PNG_MAGIC, path
+  with Image.open(path) as image:
+    assert image.width >= min_size[0] and image.height >= min_size[1], image.size
+    assert image.width <= 2000 and image.height <= 2000, image.size
+    pixels = np.asarray(image.convert('L'), np.float32)
+  assert pixels.std() > 10, f'{path.name} looks blank'
+
+
+def assert_links(report_path: Path, names: list[str]) -> None:
+  text = report_path.read_text()
+  for name in names:
+    assert f'](plots/{name})' in text, name
+
+
+def test_train_plots_and_report(train_workdir, mnist):
+  paths = plots.write_train_plots(train_workdir, mnist)
+  assert [p.name for p in paths] == TRAIN_PLOTS
+  for path in paths:
+    assert path.parent == train_workdir / 'plots'
+    assert_good_png(path)
+  assert not list((train_workdir / 'plots').glob('.*'))  # no temporary files left
+  report_path = report.write_train_report(train_workdir)
+  assert report_path == train_workdir / 'report.md'
+  assert_links(report_path, TRAIN_PLOTS)
+  text = report_path.read_text()
+  assert '| test accuracy |' in text and '| hidden_size | 16 |' in text
+
+
+def test_sweep_plots_and_report(sweep_workdir):
+  paths = sweep_plots.write_sweep_plots(sweep_workdir)
+  names = [p.name for p in paths]
+  assert names == ['heatmap_h8.png', 'heatmap_h16.png', 'best_curves.png']
+  for path in paths:
+    assert_good_png(path)
+  report_path = report.write_sweep_report(sweep_workdir)
+  assert_links(report_path, names)
+  text = report_path.read_text()
+  assert '## Top 8 of 8 models' in text and '| test_accuracy |' in text
+  table = [line for line in text.splitlines() if line.startswith('| 8 |')]
+  assert len(table) == 4  # the H=8 rows of the results table
+
+
+def test_weight_mosaic_tiles_are_scaled_separately():
+  weights = np.stack([np.arange(4.0), 10 * np.arange(4.0), np.ones(4)], axis=1)
+  mosaic = plots.weight_mosaic(weights, (2, 2), max_tiles=2)
+  assert mosaic.shape == (4, 7)  # one row of two 2x2 tiles, lines around each
+  np.testing.assert_allclose(mosaic[1:3, 1:3], mosaic[1:3, 4:6])
+  assert mosaic.min() == 0 and mosaic.max() == 1
+
+
+def test_format_value():
+  assert [plots.format_value(v) for v in (1e-3, 0.5, 300, 1e-4, 2.5e-5)] == [
+    '1e-3',
+    '0.5',
+    '300',
+    '1e-4',
+    '2.5e-5',
+  ]
+
+
+def test_heatmap_marks_diverged_cells_and_one_axis_sweeps_get_line_plots(
+  sweep_workdir, tmp_path
+):
+  rows = sweep_plots.read_results(sweep_workdir / 'results.csv')
+  assert isinstance(rows[0]['hidden_size'], int)
+  assert isinstance(rows[0]['diverged'], bool)
+  for row in rows:
+    row['diverged'] = row['learning_rate'] == 0.3 and row['l2_reg'] == 1e-4
+  assert_good_png(sweep_plots.heatmap(rows, 'diverged cells', tmp_path / 'heat.png'))
+  one_lr = [r for r in rows if r['learning_rate'] == 0.1]
+  assert_good_png(
+    sweep_plots.line_plot(one_lr, 'l2_reg', 'one lr', tmp_path / 'line.png')
+  )
+
+
+def test_sweep_without_lr_or_lambda_variation_skips_heatmaps(sweep_workdir, tmp_path):
+  for name in ('config.json', 'curves.jsonl'):
+    shutil.copy(sweep_workdir / name, tmp_path / name)
+  lines = (sweep_workdir / 'results.csv').read_text().splitlines()
+  header = lines[0].split(',')
+  lr, l2 = header.index('learning_rate'), header.index('l2_reg')
+  kept = [
+    line
+    for line in lines[1:]
+    if float(line.split(',')[lr]) == 0.1 and float(line.split(',')[l2]) == 1e-4
+  ]
+  (tmp_path / 'results.csv').write_text('\n'.join([lines[0], *kept]) + '\n')
+  paths = sweep_plots.write_sweep_plots(tmp_path)
+  assert [p.name for p in paths] == ['best_curves.png']
+
+
+def test_missing_workdir_files_are_user_errors(tmp_path, mnist):
+  with pytest.raises(UserError, match='metrics.jsonl'):
+    plots.write_train_plots(tmp_path, mnist)
+  with pytest.raises(UserError, match='results.csv'):
+    sweep_plots.write_sweep_plots(tmp_path)
+  with pytest.raises(UserError, match='summary.json'):
+    report.write_train_report(tmp_path)

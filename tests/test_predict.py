@@ -1,0 +1,161 @@
+"""--mode=predict's library: MNIST-style preprocessing, paths, predictions, errors."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from mlp import predict, run
+from mlp.errors import UserError
+
+DIGITS = range(20)  # test images rendered as "photos"
+
+
+def render(digit: np.ndarray, index: int, dark_on_light: bool = True) -> Image.Image:
+  """A 28x28 MNIST digit as a 200x200 picture: upscaled 5x, off centre."""
+  big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC))
+  paper = 255 if dark_on_light else 0
+  canvas = Image.new('L', (200, 200), paper)
+  ink = Image.fromarray(255 - big if dark_on_light else big)
+  canvas.paste(ink, (5 + 7 * (index % 8), 55 - 9 * (index % 7)))
+  return canvas
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+  return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  """A workdir trained with configs/default.py (about 0.93 test accuracy)."""
+  workdir = tmp_path_factory.mktemp('trained')
+  run.train_and_evaluate(default.get_config(), str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory, mnist):
+  """PNG renderings of the first test digits, named `d{index}_{label}.png`."""
+  directory = tmp_path_factory.mktemp('images')
+  for i in DIGITS:
+    digit = mnist.test_images[i].reshape(28, 28)
+    path = directory / f'd{i:02d}_{mnist.test_labels[i]}.png'
+    render(digit, i, dark_on_light=i % 2 == 0).save(path)
+  return directory
+
+
+@pytest.mark.parametrize('dark_on_light', [True, False])
+def test_preprocess_recovers_the_mnist_digit(mnist, dark_on_light):
+  correlations = []
+  for i in range(10):
+    digit = mnist.test_images[i].reshape(28, 28)
+    result = predict.preprocess(render(digit, i, dark_on_light))
+    assert result.shape == (28, 28) and result.dtype == np.float32
+    assert result.min() >= 0 and result.max() == pytest.approx(1.0)
+    correlations.append(correlation(result, digit / 255))
+  # A one-pixel difference in rounding the centre of mass costs a thin digit more.
+  assert np.mean(correlations) > 0.9 and min(correlations) > 0.6, correlations
+  assert correlations[0] > 0.8
+
+
+def test_preprocess_fits_20x20_and_centres_the_mass():
+  ink = np.zeros((300, 120), np.uint8)  # a tall bar on black, near a corner
+  ink[10:250, 5:45] = 255
+  result = predict.preprocess(Image.fromarray(ink))
+  rows = np.flatnonzero(result.max(axis=1) > 0.1)
+  assert rows[-1] - rows[0] + 1 == 20  # the longer side is 20 pixels
+  mass = result.sum()
+  center = (
+    result.sum(axis=1) @ np.arange(28) / mass,
+    result.sum(axis=0) @ np.arange(28) / mass,
+  )
+  np.testing.assert_allclose(center, (14, 14), atol=0.6)
+
+
+def test_preprocess_of_other_modes(mnist):
+  digit = mnist.test_images[0].reshape(28, 28)
+  big = np.asarray(Image.fromarray(digit).resize((112, 112)))
+  rgba = np.zeros((150, 150, 4), np.uint8)  # black ink on a transparent canvas
+  rgba[10:122, 20:132, 3] = big
+  assert correlation(predict.preprocess(Image.fromarray(rgba)), digit / 255) > 0.8
+  rgb = np.stack([255 - big] * 3, axis=-1)
+  assert correlation(predict.preprocess(Image.fromarray(rgb)), digit / 255) > 0.8
+  blank = predict.preprocess(Image.new('L', (40, 30), 255))
+  assert blank.shape == (28, 28) and not blank.any()
+
+
+def test_expand_paths(image_dir):
+  first, second = sorted(image_dir.glob('d0*.png'))[:2]
+  spec = f'{image_dir}/d0*.png, {first},{image_dir}/none*.png,,{image_dir}/missing.png'
+  paths = predict.expand_paths(spec)
+  expected = [str(p) for p in sorted(image_dir.glob('d0*.png'))]
+  assert paths == [*expected, f'{image_dir}/none*.png', f'{image_dir}/missing.png']
+  assert predict.expand_paths(f'{second}') == [str(second)]
+  for empty in ('', ' , ,'):
+    with pytest.raises(UserError, match='--images'):
+      predict.expand_paths(empty)
+
+
+def test_predictions_agree_with_labels(trained_workdir, image_dir):
+  out, err = io.StringIO(), io.StringIO()
+  code = predict.run_predict(trained_workdir, f'{image_dir}/*.png', False, out, err)
+  assert code == 0 and err.getvalue() == ''
+  lines = [line.split('\t') for line in out.getvalue().splitlines()]
+  assert len(lines) == len(DIGITS)
+  for _, label, probability in lines:
+    assert 0 <= int(label) <= 9 and len(probability.split('.')[1]) == 4
+  correct = sum(path.endswith(f'_{label}.png') for path, label, _ in lines)
+  assert correct >= 16, out.getvalue()
+
+
+def test_missing_and_unreadable_files(trained_workdir, image_dir, tmp_path):
+  not_image = tmp_path / 'notes.png'
+  not_image.write_text('not an image')
+  good = sorted(image_dir.glob('*.png'))[:2]
+  spec = ','.join([str(tmp_path / 'missing.png'), str(not_image), *map(str, good)])
+  stream = io.StringIO()  # one stream for both, to check the order
+  code = predict.run_predict(trained_workdir, spec, False, stream, stream)
+  assert code == 1
+  lines = stream.getvalue().splitlines()
+  assert [line.split('\t')[0] for line in lines[:2]] == [str(p) for p in good]
+  assert lines[2] == f'Error: {tmp_path / "missing.png"}: no such file'
+  assert lines[3].startswith(f'Error: {not_image}: ') and len(lines) == 4
+
+
+def test_json_output(trained_workdir, image_dir):
+  out, err = io.StringIO(), io.StringIO()
+  spec = f'{image_dir}/d00_*.png,{image_dir}/d01_*.png'
+  assert predict.run_predict(trained_workdir, spec, True, out, err) == 0
+  results = json.loads(out.getvalue())
+  assert len(results) == 2
+  for result in results:
+    assert set(result) >= {'path', 'label', 'probabilities'}
+    assert len(result['probabilities']) == 10
+    assert sum(result['probabilities']) == pytest.approx(1.0, abs=1e-4)
+    assert result['label'] == int(np.argmax(result['probabilities']))
+
+
+def test_sweep_workdir_and_bad_params(trained_workdir, image_dir, tmp_path):
+  sweep_dir = tmp_path / 'sweep'
+  sweep_dir.mkdir()
+  shutil.copy(trained_workdir / 'params.npz', sweep_dir / 'best_params.npz')
+  out = io.StringIO()
+  image = next(image_dir.glob('*.png'))
+  assert predict.run_predict(sweep_dir, str(image), False, out, io.StringIO()) == 0
+  assert out.getvalue().startswith(f'{image}\t')
+
+  wrong = tmp_path / 'wrong'
+  wrong.mkdir()
+  params = {'W1': np.zeros((100, 8)), 'b1': np.zeros(8)}
+  params |= {'W2': np.zeros((8, 10)), 'b2': np.zeros(10)}
+  np.savez(wrong / 'params.npz', **params)
+  with pytest.raises(UserError, match=r'need W1 \(784, H\)'):
+    predict.run_predict(wrong, str(image), False, io.StringIO(), io.StringIO())
+  with pytest.raises(UserError, match='no saved params'):
+    predict.run_predict(tmp_path, str(image), False, io.StringIO(), io.StringIO())
+  with pytest.raises(UserError, match='does not exist'):
+    predict.run_predict(tmp_path / 'nope', str(image), False)

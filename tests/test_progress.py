@@ -1,0 +1,78 @@
+"""Progress: plain log lines when not on a terminal, a live `\\r` bar on one."""
+
+import io
+import logging as std_logging
+
+import pytest
+
+from mlp import progress as progress_lib
+
+
+class FakeTerminal(io.StringIO):
+  def isatty(self) -> bool:
+    return True
+
+
+def test_format_seconds():
+  assert progress_lib.format_seconds(3.14) == '3.1s'
+  assert progress_lib.format_seconds(75.2) == '1m15s'
+  assert progress_lib.format_seconds(7325) == '2h02m'
+  assert progress_lib.format_seconds(float('inf')) == '?'
+
+
+def test_format_count():
+  assert progress_lib.format_count(950) == '950'
+  assert progress_lib.format_count(123456) == '123k'
+  assert progress_lib.format_count(2.5e6) == '2.5M'
+
+
+def test_not_a_terminal_logs_plain_lines(caplog):
+  stream = io.StringIO()
+  progress = progress_lib.Progress(1000, stream=stream)
+  progress.start_time -= 1.0  # a known, non-zero elapsed time
+  with caplog.at_level(std_logging.INFO):
+    progress.log(250, 'step %d/%d', 5, 20)
+    progress.log(500, 'step %d/%d', 10, 20)
+    progress.close()
+  assert stream.getvalue() == ''  # nothing drawn
+  lines = [r.getMessage() for r in caplog.records if 'step' in r.getMessage()]
+  assert len(lines) == 2
+  assert lines[0].startswith('step 5/20 | ') and 'examples/s' in lines[0]
+  assert 'left' in lines[1] and '\r' not in lines[1]
+  assert progress.done == 500
+
+
+def test_bar_fits_the_terminal_width(monkeypatch):
+  monkeypatch.setenv('COLUMNS', '60')
+  stream = FakeTerminal()
+  progress_lib.Progress(1000, stream=stream).log(10, 'a long message ' * 10)
+  assert len(stream.getvalue().strip('\r').split('\x1b[K')[0]) < 60
+
+
+def test_terminal_gets_a_live_bar(caplog, monkeypatch):
+  monkeypatch.setenv('COLUMNS', '200')
+  stream = FakeTerminal()
+  progress = progress_lib.Progress(1000, unit='model-examples', stream=stream)
+  progress.start_time -= 1.0
+  with caplog.at_level(std_logging.INFO):
+    progress.log(250, 'step %d/%d', 5, 20)
+    progress.log(500, 'halfway')
+  text = stream.getvalue()
+  assert not [r for r in caplog.records if 'step' in r.getMessage()]  # no log lines
+  assert text.count('\r') == 2 and '\n' not in text  # one line, redrawn
+  last = text.rsplit('\r', 1)[1]
+  assert '50%' in last and '500/1k model-examples' in last
+  assert '/s' in last and 'left' in last and last.split('\x1b[K')[0].endswith('halfway')
+  assert '25%' in text and 'step 5/20' in text
+  progress.close()
+  assert stream.getvalue().endswith('\n')
+  progress.close()  # idempotent
+  assert stream.getvalue().count('\n') == 1
+
+
+@pytest.mark.parametrize('total', [0, 10])
+def test_bar_ends_its_line_when_done(total):
+  stream = FakeTerminal()
+  progress = progress_lib.Progress(total, stream=stream)
+  progress.log(total, 'done')
+  assert '100%' in stream.getvalue() and stream.getvalue().endswith('\n')
