@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install install-dev run test lint format clean
+.PHONY: install install-dev run test lint format clean gallery
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ lint: install-dev
 format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+gallery: install
+	$(PY) main.py --config=configs/default.py --workdir=runs/default
+	$(PY) main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
+	$(PY) bench/gallery.py runs/default runs/sweep docs/gallery
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -34,11 +34,16 @@ def prepare(workdir: str | os.PathLike) -> Path:
   return path
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = 'w'):
   """Opens a temporary sibling of `path`; renames it over `path` on success."""
   path = Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from others
   try:
     with os.fdopen(fd, mode) as f:
       yield f
