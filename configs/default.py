@@ -21,14 +21,31 @@ def get_config() -> ml_collections.ConfigDict:
   # Model.
   config.hidden_size = 300
   config.init_std = 1e-4
+  config.init = 'normal'  # 'normal': N(0, init_std^2); 'he': N(0, 2 / fan_in).
   # Training.
-  config.optimizer = 'sgd'
+  config.optimizer = 'sgd'  # 'sgd', 'momentum', 'nesterov', 'adam', 'adamw'.
+  config.momentum = 0.9  # For 'momentum' and 'nesterov'.
+  config.weight_decay = 0.0  # For 'adamw'.
   config.batch_size = 200
+  config.sampling = 'replacement'  # Or 'permutation': each image once per epoch.
   config.num_iters = 2000
   config.learning_rate = 1e-1
+  config.lr_schedule = 'epoch_decay'  # x lr_decay per epoch; or 'cosine'.
   config.lr_decay = 0.95
+  config.warmup_iters = 0  # For 'cosine': linear warm-up.
   config.l2_reg = 1e-4
+  config.dropout = 0.0  # Fraction of hidden units dropped while training.
+  config.label_smoothing = 0.0
   config.seed = 0
+  # On-device augmentation of training images (all zero: off). Random affine
+  # maps (degrees, zoom range, degrees, pixels) and Simard et al.'s elastic
+  # distortions (alpha: pixels, sigma: smoothing width in pixels).
+  config.augment_rotation = 0.0
+  config.augment_scale = 0.0
+  config.augment_shear = 0.0
+  config.augment_translation = 0.0
+  config.elastic_alpha = 0.0
+  config.elastic_sigma = 4.0
   # Evaluation: every `eval_every` iterations (0 = once per epoch), accuracy on
   # the first `train_eval_size` training images and on the whole val split.
   config.eval_every = 0

@@ -26,6 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
       'init_std': (),
       'seed': (),
       'batch_size': (),
+      'momentum': (),
+      'weight_decay': (),
+      'dropout': (),
+      'label_smoothing': (),
+      'warmup_iters': (),
     }
   )
   # 'grid': the Cartesian product; 'random': `num_samples` draws, float fields

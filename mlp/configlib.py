@@ -10,7 +10,7 @@ import numbers
 import ml_collections
 import numpy as np
 
-from mlp import train
+from mlp import augment, model, train
 from mlp.errors import UserError
 
 DATA_SOURCES = ('idx', 'tfds')
@@ -66,8 +66,30 @@ def validate(config: ml_collections.ConfigDict, num_train: int | None = None) ->
   _check_float(config, 'init_std', 0.0, low_inclusive=True)
   _check_float(config, 'l2_reg', 0.0, low_inclusive=True)
   _check_float(config, 'lr_decay', 0.0, high=1.0)
-  if config.optimizer not in train.OPTIMIZERS:
-    _fail('optimizer', config.optimizer, f'one of {", ".join(train.OPTIMIZERS)}')
+  for field in ('momentum', 'dropout', 'label_smoothing'):
+    _check_float(config, field, 0.0, low_inclusive=True, high=0.99)
+  _check_float(config, 'weight_decay', 0.0, low_inclusive=True)
+  _check_int(config, 'warmup_iters', 0)
+  for field in (
+    'augment_rotation',
+    'augment_scale',
+    'augment_shear',
+    'augment_translation',
+    'elastic_alpha',
+  ):
+    _check_float(config, field, 0.0, low_inclusive=True)
+  _check_float(config, 'elastic_sigma', 0.0)
+  if config.augment_scale >= 1:
+    _fail('augment_scale', config.augment_scale, 'a zoom range below 1')
+  choices = {
+    'optimizer': train.OPTIMIZERS,
+    'lr_schedule': train.LR_SCHEDULES,
+    'init': model.INITS,
+    'sampling': train.SAMPLINGS,
+  }
+  for field, allowed in choices.items():
+    if config[field] not in allowed:
+      _fail(field, config[field], f'one of {", ".join(allowed)}')
   if config.data_source not in DATA_SOURCES:
     _fail('data_source', config.data_source, f'one of {", ".join(DATA_SOURCES)}')
   if num_train is not None and config.batch_size > num_train:
@@ -83,6 +105,23 @@ def hyperparams(config: ml_collections.ConfigDict) -> train.Hyperparams:
     init_std=np.float32(config.init_std),
     seed=np.int32(config.seed),
     num_iters=np.int32(config.num_iters),
+    momentum=np.float32(config.momentum),
+    weight_decay=np.float32(config.weight_decay),
+    dropout=np.float32(config.dropout),
+    label_smoothing=np.float32(config.label_smoothing),
+    warmup_iters=np.int32(config.warmup_iters),
+  )
+
+
+def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
+  """The on-device augmentation a config asks for (all zero: none)."""
+  return augment.AugmentConfig(
+    rotation_degrees=float(config.augment_rotation),
+    scale=float(config.augment_scale),
+    shear_degrees=float(config.augment_shear),
+    translation=float(config.augment_translation),
+    elastic_alpha=float(config.elastic_alpha),
+    elastic_sigma=float(config.elastic_sigma),
   )
 
 
@@ -92,6 +131,7 @@ def static(
   input_size: int,
   num_classes: int,
   max_iters: int | None = None,
+  group: list[ml_collections.ConfigDict] | None = None,
 ) -> train.Static:
   """The shape-fixing part of a config.
 
@@ -101,7 +141,10 @@ def static(
     input_size: D, flattened image size.
     num_classes: C.
     max_iters: the longest run of a sweep; defaults to `config.num_iters`.
+    group: every config that shares the program (a sweep's shape group);
+      dropout and label smoothing are compiled in if any of them uses it.
   """
+  group = group or [config]
   iters_per_epoch = max(num_train // config.batch_size, 1)
   return train.Static(
     input_size=input_size,
@@ -113,4 +156,10 @@ def static(
     eval_every=config.eval_every or iters_per_epoch,
     train_eval_size=min(config.train_eval_size, num_train),
     optimizer=config.optimizer,
+    lr_schedule=config.lr_schedule,
+    init=config.init,
+    sampling=config.sampling,
+    use_dropout=any(c.dropout > 0 for c in group),
+    use_label_smoothing=any(c.label_smoothing > 0 for c in group),
+    augment=augment_config(config),
   )

@@ -17,11 +17,23 @@ from mlp import configlib
 from mlp.errors import UserError
 
 # Fields that vary inside one compiled program (arrays in `train.Hyperparams`).
-ARRAY_FIELDS = ('learning_rate', 'lr_decay', 'l2_reg', 'init_std', 'seed', 'num_iters')
+ARRAY_FIELDS = (
+  'learning_rate',
+  'lr_decay',
+  'l2_reg',
+  'init_std',
+  'seed',
+  'num_iters',
+  'momentum',
+  'weight_decay',
+  'dropout',
+  'label_smoothing',
+  'warmup_iters',
+)
 # Fields that change shapes: the grid is grouped by them, one program per group.
 SHAPE_FIELDS = ('hidden_size', 'batch_size')
 SWEEPABLE = ARRAY_FIELDS + SHAPE_FIELDS
-INT_FIELDS = ('seed', 'num_iters', 'hidden_size', 'batch_size')
+INT_FIELDS = ('seed', 'num_iters', 'hidden_size', 'batch_size', 'warmup_iters')
 SEARCHES = ('grid', 'random')
 
 

@@ -7,8 +7,12 @@ plus `l2_reg / 2 * (||W1||^2 + ||W2||^2)`; biases are not penalized.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = dict[str, jax.Array]
+
+
+INITS = ('normal', 'he')
 
 
 def init_params(
@@ -17,25 +21,35 @@ def init_params(
   hidden_size: int,
   num_classes: int,
   init_std: jax.Array | float,
+  init: str = 'normal',
 ) -> Params:
-  """Weights from N(0, init_std^2), biases zero (the course's convention).
+  """Gaussian weights, zero biases.
 
   Args:
     key: a `jax.random.key`.
     input_size: D, 784 for MNIST.
     hidden_size: H.
     num_classes: C, 10 for MNIST.
-    init_std: standard deviation of the weights; may be a traced scalar, so one
-      compiled program serves every value.
+    init_std: with `init='normal'`, the weights' standard deviation (the
+      course's convention); may be a traced scalar, so one compiled program
+      serves every value.
+    init: 'normal' (N(0, init_std^2)) or 'he' (N(0, 2 / fan_in), He et al.
+      2015; `init_std` unused).
 
   Returns:
     `{'W1': (D, H), 'b1': (H,), 'W2': (H, C), 'b2': (C,)}`, float32.
   """
   key1, key2 = jax.random.split(key)
+  if init == 'he':
+    std1, std2 = np.sqrt(2.0 / input_size), np.sqrt(2.0 / hidden_size)
+  elif init == 'normal':
+    std1 = std2 = init_std
+  else:
+    raise ValueError(f'unknown init {init!r}')
   return {
-    'W1': init_std * jax.random.normal(key1, (input_size, hidden_size), jnp.float32),
+    'W1': std1 * jax.random.normal(key1, (input_size, hidden_size), jnp.float32),
     'b1': jnp.zeros((hidden_size,), jnp.float32),
-    'W2': init_std * jax.random.normal(key2, (hidden_size, num_classes), jnp.float32),
+    'W2': std2 * jax.random.normal(key2, (hidden_size, num_classes), jnp.float32),
     'b2': jnp.zeros((num_classes,), jnp.float32),
   }
 
@@ -45,17 +59,28 @@ def num_params(params: Params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-def apply(params: Params, x: jax.Array) -> jax.Array:
+def apply(
+  params: Params,
+  x: jax.Array,
+  dropout_rate: jax.Array | float = 0.0,
+  dropout_key: jax.Array | None = None,
+) -> jax.Array:
   """Class scores.
 
   Args:
     params: the parameter pytree.
     x: inputs, `(batch, D)` float.
+    dropout_rate: with `dropout_key`, the fraction of hidden units dropped
+      (inverted dropout: the kept ones are scaled by `1 / (1 - rate)`).
+    dropout_key: `None` (no dropout, as at evaluation) or a `jax.random.key`.
 
   Returns:
     Logits, `(batch, C)`.
   """
   hidden = jax.nn.relu(x @ params['W1'] + params['b1'])
+  if dropout_key is not None:
+    keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, hidden.shape)
+    hidden = jnp.where(keep, hidden / (1.0 - dropout_rate), 0.0)
   return hidden @ params['W2'] + params['b2']
 
 
@@ -64,22 +89,36 @@ def l2_penalty(params: Params) -> jax.Array:
   return jnp.sum(params['W1'] ** 2) + jnp.sum(params['W2'] ** 2)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, label_smoothing: jax.Array | float | None = None
+) -> jax.Array:
   """Mean softmax cross-entropy, via log-softmax (stable for any logits).
 
   Args:
     logits: `(batch, C)`.
     labels: integer classes, `(batch,)`.
+    label_smoothing: `None`, or epsilon: the target puts `1 - epsilon` on the
+      label and spreads `epsilon` evenly over all C classes.
 
   Returns:
     A scalar.
   """
   log_probs = jax.nn.log_softmax(logits)
-  return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+  nll = -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+  if label_smoothing is None:
+    return nll
+  uniform = -jnp.mean(log_probs)
+  return (1.0 - label_smoothing) * nll + label_smoothing * uniform
 
 
 def loss(
-  params: Params, x: jax.Array, labels: jax.Array, l2_reg: jax.Array | float
+  params: Params,
+  x: jax.Array,
+  labels: jax.Array,
+  l2_reg: jax.Array | float,
+  label_smoothing: jax.Array | float | None = None,
+  dropout_rate: jax.Array | float = 0.0,
+  dropout_key: jax.Array | None = None,
 ) -> jax.Array:
   """Mean cross-entropy plus `l2_reg / 2 * (||W1||^2 + ||W2||^2)`.
 
@@ -88,11 +127,17 @@ def loss(
     x: inputs, `(batch, D)` float.
     labels: integer classes, `(batch,)`.
     l2_reg: lambda; may be traced.
+    label_smoothing: see `cross_entropy`.
+    dropout_rate: see `apply`.
+    dropout_key: see `apply`.
 
   Returns:
     A scalar.
   """
-  return cross_entropy(apply(params, x), labels) + 0.5 * l2_reg * l2_penalty(params)
+  logits = apply(params, x, dropout_rate, dropout_key)
+  return cross_entropy(logits, labels, label_smoothing) + 0.5 * l2_reg * l2_penalty(
+    params
+  )
 
 
 def accuracy(params: Params, x: jax.Array, labels: jax.Array) -> jax.Array:

@@ -21,7 +21,7 @@ from mlp import configlib, distributed, grid, train
 # (Measured: putting W1's model axis in the middle, to make `x @ W1` one wide
 # matmul, is no faster on CPU: per-model broadcasts of the learning rate move
 # the axis back to the front.)
-STATE_AXES = train.TrainState(params=0, opt_state=0, step=None, train_loss=0)
+STATE_AXES = train.TrainState(params=0, opt_state=0, step=None, train_loss=0, order=0)
 
 
 def _sharding(mesh: jax.sharding.Mesh, axis: int | None) -> NamedSharding:
@@ -74,7 +74,11 @@ def vmapped_functions(
 
   by_model = _sharding(mesh, 0)
   state_sharding = train.TrainState(
-    params=by_model, opt_state=by_model, step=_sharding(mesh, None), train_loss=by_model
+    params=by_model,
+    opt_state=by_model,
+    step=_sharding(mesh, None),
+    train_loss=by_model,
+    order=by_model,
   )
   return (
     jax.jit(init, out_shardings=state_sharding),

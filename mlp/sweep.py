@@ -297,6 +297,7 @@ def run_sweep(
       dataset.train_images.shape[1],
       dataset.num_classes,
       max_iters=max(configs[i].num_iters for i in idx),
+      group=[configs[i] for i in idx],
     )
     for key, idx in groups.items()
   }

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mlp import augment as augment_lib
 from mlp import model
 from mlp.data import scale_images
 
@@ -31,6 +32,11 @@ class Hyperparams(NamedTuple):
   init_std: jax.Array  # float32: standard deviation of the initial weights.
   seed: jax.Array  # int32: initial weights and the mini-batch sequence.
   num_iters: jax.Array  # int32: training stops (params freeze) after this many steps.
+  momentum: jax.Array  # float32: for optimizer 'momentum' / 'nesterov'.
+  weight_decay: jax.Array  # float32: decoupled weight decay of 'adamw'.
+  dropout: jax.Array  # float32: fraction of hidden units dropped in training.
+  label_smoothing: jax.Array  # float32: epsilon of the smoothed targets.
+  warmup_iters: jax.Array  # int32: linear warm-up of lr_schedule 'cosine'.
 
 
 class DeviceData(NamedTuple):
@@ -55,6 +61,12 @@ class Static:
   eval_every: int
   train_eval_size: int
   optimizer: str = 'sgd'
+  lr_schedule: str = 'epoch_decay'
+  init: str = 'normal'
+  sampling: str = 'replacement'
+  use_dropout: bool = False
+  use_label_smoothing: bool = False
+  augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig()
 
   @property
   def iters_per_epoch(self) -> int:
@@ -70,21 +82,47 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState
   step: jax.Array  # int32 scalar, shared by every model of a sweep.
   train_loss: jax.Array  # mean loss over the last segment (nan before any step).
+  order: jax.Array  # sampling 'permutation': this epoch's order, (N,); else (0,).
 
 
-OPTIMIZERS = ('sgd',)
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
+LR_SCHEDULES = ('epoch_decay', 'cosine')
+SAMPLINGS = ('replacement', 'permutation')
 
 
-def _optimizer(name: str, learning_rate: jax.Array) -> optax.GradientTransformation:
+def _optimizer(
+  name: str, learning_rate: jax.Array, hparams: Hyperparams
+) -> optax.GradientTransformation:
+  """The optax update for this step's `learning_rate` (rebuilt every step)."""
   if name == 'sgd':
     return optax.sgd(learning_rate)
+  if name in ('momentum', 'nesterov'):
+    return optax.sgd(
+      learning_rate, momentum=hparams.momentum, nesterov=name == 'nesterov'
+    )
+  if name == 'adam':
+    return optax.adam(learning_rate)
+  if name == 'adamw':
+    return optax.adamw(learning_rate, weight_decay=hparams.weight_decay)
   raise ValueError(f'unknown optimizer {name!r}')
 
 
 def learning_rate_at(
   hparams: Hyperparams, step: jax.Array, static: Static
 ) -> jax.Array:
-  """Step size at `step`: decayed by `lr_decay` after every epoch."""
+  """Step size at `step`.
+
+  'epoch_decay' (the course's): multiplied by `lr_decay` after every epoch.
+  'cosine': linear warm-up over `warmup_iters`, then a cosine from the peak
+  down to zero at `num_iters`.
+  """
+  if static.lr_schedule == 'cosine':
+    step = step.astype(jnp.float32)
+    warmup = hparams.warmup_iters.astype(jnp.float32)
+    ramp = jnp.minimum((step + 1.0) / jnp.maximum(warmup, 1.0), 1.0)
+    span = jnp.maximum(hparams.num_iters.astype(jnp.float32) - warmup, 1.0)
+    progress = jnp.clip((step - warmup) / span, 0.0, 1.0)
+    return hparams.learning_rate * ramp * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
   epoch = step // static.iters_per_epoch
   return hparams.learning_rate * hparams.lr_decay ** epoch.astype(jnp.float32)
 
@@ -96,7 +134,7 @@ def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def init_state(hparams: Hyperparams, static: Static) -> TrainState:
-  """Initial params (N(0, init_std^2) weights, zero biases) and optimizer state."""
+  """Initial params (see `model.init_params`) and optimizer state."""
   init_key, _ = _keys(hparams.seed)
   params = model.init_params(
     init_key,
@@ -104,16 +142,53 @@ def init_state(hparams: Hyperparams, static: Static) -> TrainState:
     static.hidden_size,
     static.num_classes,
     hparams.init_std,
+    static.init,
   )
-  opt_state = _optimizer(static.optimizer, hparams.learning_rate).init(params)
-  return TrainState(params, opt_state, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan))
+  opt_state = _optimizer(static.optimizer, hparams.learning_rate, hparams).init(params)
+  order_size = static.num_train if static.sampling == 'permutation' else 0
+  return TrainState(
+    params,
+    opt_state,
+    jnp.zeros((), jnp.int32),
+    jnp.full((), jnp.nan),
+    jnp.zeros((order_size,), jnp.int32),
+  )
+
+
+def _step_key(seed: jax.Array, step: jax.Array) -> jax.Array:
+  _, data_key = _keys(seed)
+  return jax.random.fold_in(data_key, step)
 
 
 def batch_indices(seed: jax.Array, step: jax.Array, static: Static) -> jax.Array:
   """The mini-batch of `step`: `batch_size` indices drawn with replacement."""
-  _, data_key = _keys(seed)
-  step_key = jax.random.fold_in(data_key, step)
-  return jax.random.randint(step_key, (static.batch_size,), 0, static.num_train)
+  return jax.random.randint(
+    _step_key(seed, step), (static.batch_size,), 0, static.num_train
+  )
+
+
+def _epoch_order(seed: jax.Array, step: jax.Array, order: jax.Array, static: Static):
+  """This epoch's permutation of the training set: drawn anew at each epoch start."""
+  epoch = step // static.iters_per_epoch
+
+  def draw(_):
+    epoch_key = jax.random.fold_in(_keys(seed)[1], -1 - epoch)
+    return jax.random.permutation(epoch_key, static.num_train).astype(jnp.int32)
+
+  return jax.lax.cond(step % static.iters_per_epoch == 0, draw, lambda _: order, None)
+
+
+def permutation_batch(
+  seed: jax.Array, step: jax.Array, order: jax.Array, static: Static
+) -> tuple[jax.Array, jax.Array]:
+  """Epoch-permutation sampling: `(this epoch's order, the batch of step)`.
+
+  Each epoch visits `iters_per_epoch * batch_size` distinct images once, in an
+  order drawn from the seed and the epoch number.
+  """
+  order = _epoch_order(seed, step, order, static)
+  position = (step % static.iters_per_epoch) * static.batch_size
+  return order, jax.lax.dynamic_slice(order, (position,), (static.batch_size,))
 
 
 def train_step(
@@ -125,17 +200,34 @@ def train_step(
     The new state, the mini-batch loss, and whether the step was active.
   """
   step = state.step
-  idx = batch_indices(hparams.seed, step, static)
+  if static.sampling == 'permutation':
+    order, idx = permutation_batch(hparams.seed, step, state.order, static)
+  else:
+    order, idx = state.order, batch_indices(hparams.seed, step, static)
   x = scale_images(data.train_images[idx])
   y = data.train_labels[idx]
-  loss, grads = jax.value_and_grad(model.loss)(state.params, x, y, hparams.l2_reg)
+  step_key = _step_key(hparams.seed, step)
+  if static.augment.enabled:
+    x = augment_lib.augment(jax.random.fold_in(step_key, 1), x, static.augment)
+  loss, grads = jax.value_and_grad(model.loss)(
+    state.params,
+    x,
+    y,
+    hparams.l2_reg,
+    hparams.label_smoothing if static.use_label_smoothing else None,
+    hparams.dropout,
+    jax.random.fold_in(step_key, 2) if static.use_dropout else None,
+  )
   active = step < hparams.num_iters
   lr = jnp.where(active, learning_rate_at(hparams, step, static), 0.0)
-  updates, opt_state = _optimizer(static.optimizer, lr).update(
+  updates, opt_state = _optimizer(static.optimizer, lr, hparams).update(
     grads, state.opt_state, state.params
   )
   params = optax.apply_updates(state.params, updates)
-  return state._replace(params=params, opt_state=opt_state, step=step + 1), loss, active
+  new_state = state._replace(
+    params=params, opt_state=opt_state, step=step + 1, order=order
+  )
+  return new_state, loss, active
 
 
 def evaluate(params: model.Params, data: DeviceData, static: Static) -> dict:

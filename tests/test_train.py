@@ -4,7 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from mlp import train
 
@@ -20,24 +19,18 @@ STATIC = train.Static(
 )
 
 
-@pytest.fixture(scope='module')
-def data():
-  """A small learnable problem: class c lights up the c-th group of 4 pixels."""
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, 3, 128).astype(np.int32)
-  images = rng.integers(0, 120, (128, 3, 4))
-  images[np.arange(128), labels] += 120
-  images = images.reshape(128, 12).astype(np.uint8)
-  return train.DeviceData(
-    jnp.asarray(images[:96]),
-    jnp.asarray(labels[:96]),
-    jnp.asarray(images[96:]),
-    jnp.asarray(labels[96:]),
-  )
-
-
 def hparams(
-  learning_rate=0.5, lr_decay=0.9, l2_reg=1e-3, init_std=0.1, seed=0, num_iters=40
+  learning_rate=0.5,
+  lr_decay=0.9,
+  l2_reg=1e-3,
+  init_std=0.1,
+  seed=0,
+  num_iters=40,
+  momentum=0.9,
+  weight_decay=0.0,
+  dropout=0.0,
+  label_smoothing=0.0,
+  warmup_iters=0,
 ):
   return train.Hyperparams(
     np.float32(learning_rate),
@@ -46,6 +39,11 @@ def hparams(
     np.float32(init_std),
     np.int32(seed),
     np.int32(num_iters),
+    np.float32(momentum),
+    np.float32(weight_decay),
+    np.float32(dropout),
+    np.float32(label_smoothing),
+    np.int32(warmup_iters),
   )
 
 
