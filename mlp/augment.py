@@ -203,9 +203,10 @@ def _uniform_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def warp(images: jax.Array, source_coords: jax.Array) -> jax.Array:
   """Bilinear resampling of each image at its source points, zero outside.
 
-  A hand-written gather of the four neighbours: measured under jit on CPU it is
-  faster than `jax.scipy.ndimage.map_coordinates(order=1, mode='constant')`
-  vmapped over the batch, and gives the same values.
+  A hand-written gather of the four neighbours; it gives the same values as
+  `jax.scipy.ndimage.map_coordinates(order=1, mode='constant')` vmapped over the
+  batch (to 2e-7). Measured under jit on 2 CPU cores, 200 images: the two warps
+  alone tie (0.37 ms), but `augment` built on this one runs 1.5 ms, not 1.9 ms.
 
   Args:
     images: `(batch, H, W)` float.
