@@ -3,6 +3,7 @@
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --mode=eval --workdir=runs/default
   python main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
+  python main.py --mode=benchmark --config=configs/benchmark.py --workdir=runs/bench
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
 
 Every mistake a user can fix ends in one line on stderr and exit code 1.
@@ -15,10 +16,10 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlp import distributed, predict, run, sweep
+from mlp import benchmark, distributed, predict, run, sweep
 from mlp.errors import UserError
 
-MODES = ('train', 'eval', 'sweep', 'predict')
+MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Path to a config file, e.g. configs/default.py.', lock_config=True
@@ -57,7 +58,9 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
 _IMAGES = flags.DEFINE_string(
   'images', None, '--mode=predict: image files, comma-separated, globs allowed.'
 )
-_JSON = flags.DEFINE_bool('json', False, '--mode=predict: print a JSON list instead of lines.')
+_JSON = flags.DEFINE_bool(
+  'json', False, '--mode=predict: print a JSON list instead of lines.'
+)
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -110,6 +113,8 @@ def _dispatch(mode: str) -> None:
       )
   elif mode == 'sweep':
     sweep.run_sweep(config, _WORKDIR.value, restart=_RESTART.value)
+  elif mode == 'benchmark':
+    benchmark.run_benchmark(config, _WORKDIR.value)
 
 
 def main(argv: list[str]) -> None:

@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.hidden_size = 300
   config.init_std = 1e-4
   config.init = 'normal'  # 'normal': N(0, init_std^2); 'he': N(0, 2 / fan_in).
+  # Matmul inputs: 'float32', or 'bfloat16' (float32 accumulation and params).
+  config.compute_dtype = 'float32'
   # Training.
   config.optimizer = 'sgd'  # 'sgd', 'momentum', 'nesterov', 'adam', 'adamw'.
   config.momentum = 0.9  # For 'momentum' and 'nesterov'.

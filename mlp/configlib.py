@@ -86,6 +86,7 @@ def validate(config: ml_collections.ConfigDict, num_train: int | None = None) ->
     'lr_schedule': train.LR_SCHEDULES,
     'init': model.INITS,
     'sampling': train.SAMPLINGS,
+    'compute_dtype': ('float32', 'bfloat16'),
   }
   for field, allowed in choices.items():
     if config[field] not in allowed:
@@ -162,4 +163,5 @@ def static(
     use_dropout=any(c.dropout > 0 for c in group),
     use_label_smoothing=any(c.label_smoothing > 0 for c in group),
     augment=augment_config(config),
+    compute_dtype=config.compute_dtype,
   )

@@ -64,6 +64,7 @@ def apply(
   x: jax.Array,
   dropout_rate: jax.Array | float = 0.0,
   dropout_key: jax.Array | None = None,
+  compute_dtype: str = 'float32',
 ) -> jax.Array:
   """Class scores.
 
@@ -73,15 +74,25 @@ def apply(
     dropout_rate: with `dropout_key`, the fraction of hidden units dropped
       (inverted dropout: the kept ones are scaled by `1 / (1 - rate)`).
     dropout_key: `None` (no dropout, as at evaluation) or a `jax.random.key`.
+    compute_dtype: 'float32', or 'bfloat16' for matmuls with bfloat16 inputs
+      and float32 accumulation (params and everything else stay float32).
 
   Returns:
     Logits, `(batch, C)`.
   """
-  hidden = jax.nn.relu(x @ params['W1'] + params['b1'])
+  hidden = jax.nn.relu(_matmul(x, params['W1'], compute_dtype) + params['b1'])
   if dropout_key is not None:
     keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, hidden.shape)
     hidden = jnp.where(keep, hidden / (1.0 - dropout_rate), 0.0)
-  return hidden @ params['W2'] + params['b2']
+  return _matmul(hidden, params['W2'], compute_dtype) + params['b2']
+
+
+def _matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  if dtype == 'float32':
+    return a @ b
+  return jnp.matmul(
+    a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32
+  )
 
 
 def l2_penalty(params: Params) -> jax.Array:
@@ -119,6 +130,7 @@ def loss(
   label_smoothing: jax.Array | float | None = None,
   dropout_rate: jax.Array | float = 0.0,
   dropout_key: jax.Array | None = None,
+  compute_dtype: str = 'float32',
 ) -> jax.Array:
   """Mean cross-entropy plus `l2_reg / 2 * (||W1||^2 + ||W2||^2)`.
 
@@ -130,16 +142,20 @@ def loss(
     label_smoothing: see `cross_entropy`.
     dropout_rate: see `apply`.
     dropout_key: see `apply`.
+    compute_dtype: see `apply`.
 
   Returns:
     A scalar.
   """
-  logits = apply(params, x, dropout_rate, dropout_key)
+  logits = apply(params, x, dropout_rate, dropout_key, compute_dtype)
   return cross_entropy(logits, labels, label_smoothing) + 0.5 * l2_reg * l2_penalty(
     params
   )
 
 
-def accuracy(params: Params, x: jax.Array, labels: jax.Array) -> jax.Array:
+def accuracy(
+  params: Params, x: jax.Array, labels: jax.Array, compute_dtype: str = 'float32'
+) -> jax.Array:
   """Fraction of `x` (`(batch, D)`) whose arg-max class equals `labels`."""
-  return jnp.mean(jnp.argmax(apply(params, x), axis=-1) == labels)
+  logits = apply(params, x, compute_dtype=compute_dtype)
+  return jnp.mean(jnp.argmax(logits, axis=-1) == labels)

@@ -67,6 +67,7 @@ class Static:
   use_dropout: bool = False
   use_label_smoothing: bool = False
   augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig()
+  compute_dtype: str = 'float32'
 
   @property
   def iters_per_epoch(self) -> int:
@@ -217,6 +218,7 @@ def train_step(
     hparams.label_smoothing if static.use_label_smoothing else None,
     hparams.dropout,
     jax.random.fold_in(step_key, 2) if static.use_dropout else None,
+    static.compute_dtype,
   )
   active = step < hparams.num_iters
   lr = jnp.where(active, learning_rate_at(hparams, step, static), 0.0)
@@ -235,10 +237,13 @@ def evaluate(params: model.Params, data: DeviceData, static: Static) -> dict:
   n = static.train_eval_size
   return {
     'train_accuracy': model.accuracy(
-      params, scale_images(data.train_images[:n]), data.train_labels[:n]
+      params,
+      scale_images(data.train_images[:n]),
+      data.train_labels[:n],
+      static.compute_dtype,
     ),
     'val_accuracy': model.accuracy(
-      params, scale_images(data.val_images), data.val_labels
+      params, scale_images(data.val_images), data.val_labels, static.compute_dtype
     ),
   }
 

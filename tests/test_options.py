@@ -111,3 +111,35 @@ def test_label_smoothing_matches_numpy():
   assert float(model.cross_entropy(logits, labels, 0.0)) == pytest.approx(
     float(model.cross_entropy(logits, labels)), rel=1e-6
   )
+
+
+def test_training_with_augmentation_is_deterministic_and_differs(mnist):
+  from mlp import augment
+
+  images, labels = mnist.train_images[:2000], mnist.train_labels[:2000]
+  small = train.DeviceData(
+    jnp.asarray(images),
+    jnp.asarray(labels),
+    jnp.asarray(images[:500]),
+    jnp.asarray(labels[:500]),
+  )
+  plain = static(
+    input_size=784,
+    num_classes=10,
+    hidden_size=16,
+    batch_size=32,
+    num_train=2000,
+    max_iters=20,
+    eval_every=20,
+    train_eval_size=100,
+  )
+  distorted = dataclasses.replace(
+    plain, augment=augment.AugmentConfig(rotation_degrees=10, elastic_alpha=34.0)
+  )
+  hp = hparams(num_iters=20, learning_rate=0.1)
+  first, history = train_jit(hp, small, static=distorted)
+  second, _ = train_jit(hp, small, static=distorted)
+  unaugmented, _ = train_jit(hp, small, static=plain)
+  np.testing.assert_array_equal(first['W1'], second['W1'])
+  assert not np.allclose(first['W1'], unaugmented['W1'])
+  assert np.isfinite(history['train_loss']).all()

@@ -1,0 +1,261 @@
+"""`--mode=benchmark`: how close training comes to the device's matmul peak.
+
+In one run: the peak is measured (a large square matmul in the dtype in use,
+warmed up, timed with `block_until_ready`); then, for every combination of
+hidden size, batch size and number of vmapped models in the config, the same
+compiled `train.train_segment` that train and sweep use is timed in steady
+state. A step's time is the difference between a segment of `2k` and of `k`
+steps, so the evaluation and the dispatch at the end of a segment cancel out.
+Useful work is counted analytically: per example and model, forward
+`2DH + 2HC` and backward `2DH + 4HC` FLOPs (no gradient for the input).
+"""
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mlp import configlib, distributed, grid, run, stacked, train
+from mlp import workdir as workdir_lib
+from mlp.errors import UserError
+
+COLUMNS = (
+  'backend',
+  'device_kind',
+  'hidden_size',
+  'batch_size',
+  'num_models',
+  'step_seconds',
+  'model_examples_per_second',
+  'achieved_tflops',
+  'peak_tflops_measured',
+  'fraction_of_peak',
+  'compile_seconds',
+)
+
+
+def flops_per_example(input_size: int, hidden_size: int, num_classes: int) -> int:
+  """Useful FLOPs of one training example: forward plus backward, no input grad."""
+  d, h, c = input_size, hidden_size, num_classes
+  return (2 * d * h + 2 * h * c) + (2 * d * h + 4 * h * c)
+
+
+def _best_time(fn, repeats: int) -> float:
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def peak_tflops(size: int, dtype: str, repeats: int = 5) -> float:
+  """Measured matmul throughput: `(size, size) @ (size, size)` in `dtype`."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
+  matmul = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(matmul(a))  # compile and warm up
+  seconds = _best_time(lambda: matmul(a), repeats)
+  return 2 * size**3 / seconds / 1e12
+
+
+def time_training(config, dataset, hidden_size, batch_size, num_models, steps, repeats):
+  """Steady-state seconds per step, and compile seconds, of one combination."""
+  base = ml_collections.ConfigDict(config.to_dict())
+  base.hidden_size, base.batch_size = hidden_size, batch_size
+  base.compute_dtype = config.benchmark.dtype
+  base.num_iters = 3 * steps
+  configs = [
+    grid.model_config(
+      base, {'learning_rate': base.learning_rate * (1 + i / num_models)}
+    )
+    for i in range(num_models)
+  ]
+  num_train = len(dataset.train_labels)
+  static = configlib.static(
+    configs[0],
+    num_train,
+    dataset.train_images.shape[1],
+    dataset.num_classes,
+    group=configs,
+  )
+  t0 = time.perf_counter()
+  if num_models == 1:
+    hparams = jax.device_put(configlib.hyperparams(configs[0]))
+    data = run.device_data(dataset)
+    init, segment = run.compiled_functions(
+      static, run._avals(hparams), run._avals(data)
+    )
+    state = init(hparams)
+
+    def call(state, end):
+      return segment(state, hparams, data, end_step=jnp.int32(end))
+  else:
+    devices = jax.devices()
+    mesh = jax.make_mesh((len(devices),), ('models',), (jax.sharding.AxisType.Auto,))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    data = train.DeviceData(
+      *(
+        distributed.put(x, replicated)
+        for x in (
+          dataset.train_images,
+          dataset.train_labels,
+          dataset.val_images,
+          dataset.val_labels,
+        )
+      )
+    )
+    fields = stacked.batched_fields(configs)
+    hparams, axes = stacked.stacked_hyperparams(configs, fields)
+    hparams = stacked.put_models(hparams, mesh, axes)
+    init, segment = stacked.vmapped_functions(static, axes, mesh)
+    init = init.lower(hparams).compile()
+    state = init(hparams)
+    segment = segment.lower(state, hparams, data, jnp.int32(0)).compile()
+
+    def call(state, end):
+      return segment(state, hparams, data, jnp.int32(end))
+
+  compile_seconds = time.perf_counter() - t0
+  state, metrics = call(state, 1)  # warm-up
+  jax.block_until_ready(metrics)
+  best = float('inf')
+  for _ in range(repeats):
+    state = init(hparams)
+    t0 = time.perf_counter()
+    state, metrics = call(state, steps)
+    jax.block_until_ready(metrics)
+    short = time.perf_counter() - t0
+    state = init(hparams)
+    t0 = time.perf_counter()
+    state, metrics = call(state, 2 * steps)
+    jax.block_until_ready(metrics)
+    long = time.perf_counter() - t0
+    best = min(best, max(long - short, 1e-9) / steps)
+  return best, compile_seconds, static
+
+
+def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Measures the peak, times every combination, writes `benchmark.json`.
+
+  Args:
+    config: a benchmark config (see `configs/benchmark.py`).
+    workdir: output directory.
+
+  Returns:
+    The rows written.
+  """
+  if 'benchmark' not in config:
+    raise UserError(
+      '--mode=benchmark needs --config=configs/benchmark.py (a `benchmark` field)'
+    )
+  bench = config.benchmark
+  _validate(bench)
+  configlib.validate(config)
+  workdir = workdir_lib.prepare(workdir)
+  dataset = run.load_data(config)
+  dtype = bench.dtype
+  with jax.default_matmul_precision(bench.matmul_precision):
+    peak = peak_tflops(bench.peak_matmul_size, dtype)
+    logging.info(
+      'Peak %s matmul (%d^3): %.3f TFLOP/s.', dtype, bench.peak_matmul_size, peak
+    )
+    rows = []
+    combos = itertools.product(bench.hidden_sizes, bench.batch_sizes, bench.num_models)
+    for hidden_size, batch_size, num_models in combos:
+      step_seconds, compile_seconds, static = time_training(
+        config, dataset, hidden_size, batch_size, num_models, bench.steps, bench.repeats
+      )
+      flops = flops_per_example(static.input_size, hidden_size, static.num_classes)
+      examples = batch_size * num_models / step_seconds
+      achieved = flops * examples / 1e12
+      rows.append(
+        {
+          'backend': jax.default_backend(),
+          'device_kind': jax.devices()[0].device_kind,
+          'hidden_size': hidden_size,
+          'batch_size': batch_size,
+          'num_models': num_models,
+          'step_seconds': step_seconds,
+          'model_examples_per_second': examples,
+          'achieved_tflops': achieved,
+          'peak_tflops_measured': peak,
+          'fraction_of_peak': achieved / peak,
+          'compile_seconds': compile_seconds,
+          'flops_per_example': flops,
+          'dtype': dtype,
+          'matmul_precision': bench.matmul_precision,
+          'float32_matmuls_use_tf32': _uses_tf32(dtype, bench.matmul_precision),
+          'jax_version': jax.__version__,
+        }
+      )
+      logging.info(
+        'H %d, batch %d, %d model(s): %.3f ms/step, %.1f%% of peak.',
+        hidden_size,
+        batch_size,
+        num_models,
+        1e3 * step_seconds,
+        100 * achieved / peak,
+      )
+  workdir_lib.write_json(workdir / 'benchmark.json', rows)
+  print(markdown(rows))
+  return rows
+
+
+def _validate(bench: ml_collections.ConfigDict) -> None:
+  for field in ('hidden_sizes', 'batch_sizes', 'num_models'):
+    values = bench[field]
+    if not values or not all(isinstance(v, int) and v >= 1 for v in values):
+      raise UserError(
+        f'config.benchmark.{field}={values!r}: expected a tuple of integers >= 1'
+      )
+  for field in ('steps', 'repeats', 'peak_matmul_size'):
+    if not isinstance(bench[field], int) or bench[field] < 1:
+      raise UserError(
+        f'config.benchmark.{field}={bench[field]!r}: expected an integer >= 1'
+      )
+  if bench.dtype not in ('float32', 'bfloat16'):
+    raise UserError(
+      f"config.benchmark.dtype={bench.dtype!r}: expected 'float32' or 'bfloat16'"
+    )
+  if bench.matmul_precision not in (
+    'default',
+    'float32',
+    'tensorfloat32',
+    'bfloat16',
+    'highest',
+  ):
+    raise UserError(
+      f'config.benchmark.matmul_precision={bench.matmul_precision!r}: expected default, '
+      'float32, tensorfloat32, bfloat16 or highest'
+    )
+
+
+def _uses_tf32(dtype: str, precision: str) -> bool | None:
+  """Whether float32 matmuls run as TF32 (NVIDIA Ampere or newer, default precision)."""
+  if jax.default_backend() != 'gpu' or dtype != 'float32':
+    return None if jax.default_backend() != 'gpu' else False
+  capability = getattr(jax.devices()[0], 'compute_capability', '0')
+  return precision in ('default', 'tensorfloat32') and float(capability) >= 8.0
+
+
+def markdown(rows: list[dict]) -> str:
+  """The rows as a Markdown table."""
+  head = '| H | batch | models | ms/step | model-examples/s | TFLOP/s | peak | of peak | compile s |'
+  lines = [head, '|' + '---|' * 9]
+  for r in rows:
+    lines.append(
+      f'| {r["hidden_size"]} | {r["batch_size"]} | {r["num_models"]} | '
+      f'{1e3 * r["step_seconds"]:.3f} | {r["model_examples_per_second"]:,.0f} | '
+      f'{r["achieved_tflops"]:.3f} | {r["peak_tflops_measured"]:.3f} | '
+      f'{100 * r["fraction_of_peak"]:.1f}% | {r["compile_seconds"]:.2f} |'
+    )
+  device = (
+    f'{rows[0]["backend"]} ({rows[0]["device_kind"]}), {rows[0]["dtype"]}, '
+    if rows
+    else ''
+  )
+  return f'{device}JAX {jax.__version__}\n' + '\n'.join(lines) if rows else ''

@@ -1,0 +1,64 @@
+"""--mode=benchmark on a tiny config, and its FLOP count by hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mlp import benchmark
+from tests.test_options import static
+from tests.test_train import hparams, train_jit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_flops_per_example_by_hand():
+  # forward 2*784*300 + 2*300*10, backward 2*784*300 + 4*300*10
+  assert benchmark.flops_per_example(784, 300, 10) == 470_400 + 6_000 + 470_400 + 12_000
+  assert benchmark.flops_per_example(4, 10, 3) == 80 + 60 + 80 + 120
+
+
+def test_benchmark_mode_writes_the_contract_rows(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      'main.py',
+      '--mode=benchmark',
+      '--config=configs/benchmark.py',
+      f'--workdir={tmp_path}',
+      '--config.benchmark.hidden_sizes=(16,)',
+      '--config.benchmark.batch_sizes=(32,)',
+      '--config.benchmark.num_models=(1, 3)',
+      '--config.benchmark.steps=4',
+      '--config.benchmark.repeats=1',
+      '--config.benchmark.peak_matmul_size=256',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert [r['num_models'] for r in rows] == [1, 3]
+  for row in rows:
+    assert set(benchmark.COLUMNS) <= set(row)
+    assert (
+      row['backend'] == 'cpu' and row['hidden_size'] == 16 and row['batch_size'] == 32
+    )
+    assert row['step_seconds'] > 0 and row['peak_tflops_measured'] > 0
+    expected = benchmark.flops_per_example(784, 16, 10) * 32 * row['num_models']
+    assert (
+      abs(row['achieved_tflops'] * 1e12 * row['step_seconds'] - expected)
+      < 1e-3 * expected
+    )
+    assert (
+      row['fraction_of_peak'] == row['achieved_tflops'] / row['peak_tflops_measured']
+    )
+  assert '| H | batch | models |' in result.stdout
+
+
+def test_bfloat16_matmuls_train(data):
+  _, history = train_jit(hparams(), data, static=static(compute_dtype='bfloat16'))
+  assert history['train_loss'][-1] < 0.7 * history['train_loss'][0]
+  assert history['val_accuracy'][-1] > 0.6
