@@ -2,10 +2,15 @@
 
   python main.py --mode=sweep --config=configs/sweep_augmented.py --workdir=runs/sweep_augmented
 
-configs/sweep_plain.py's recipe, for 60 epochs, with every training image
-randomly distorted each time it is drawn: affine (rotation +-10 degrees, zoom
-+-10%, shift +-2 px) and Simard et al.'s elastic distortions (alpha 34,
-sigma 4). Learning rate {1e-3, 2e-3} x hidden dropout {0, 0.3}.
+configs/sweep_plain.py's recipe with H 1200, for 100 epochs, no dropout, with
+every training image randomly distorted each time it is drawn: affine
+(rotation +-10 degrees, zoom +-10%, shift +-2 px) and Simard et al.'s elastic
+distortions (alpha 34, sigma 4). Learning rate {2e-3, 3e-3}.
+
+A first round (H 800, 60 epochs, lr {1e-3, 2e-3} x dropout {0, 0.3}) reached
+0.9928 val at best, with train accuracy no higher than val: the distorted
+digits were underfitted, and dropout only hurt. Hence more units, more epochs
+and no dropout here.
 """
 
 import ml_collections
@@ -15,13 +20,15 @@ from configs import sweep_plain
 
 def get_config() -> ml_collections.ConfigDict:
   config = sweep_plain.get_config()
-  config.num_iters = 60 * (55000 // 128)
+  config.hidden_size = 1200
+  config.num_iters = 100 * (55000 // 128)
   config.eval_every = 10 * (55000 // 128)
+  config.dropout = 0.0
   config.augment_rotation = 10.0
   config.augment_scale = 0.1
   config.augment_translation = 2.0
   config.elastic_alpha = 34.0
   config.elastic_sigma = 4.0
-  config.sweep.learning_rate = (1e-3, 2e-3)
-  config.sweep.dropout = (0.0, 0.3)
+  config.sweep.learning_rate = (2e-3, 3e-3)
+  config.sweep.dropout = ()
   return config

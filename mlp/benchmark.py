@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec
 
-from mlp import configlib, distributed, grid, run, stacked, train
+from mlp import configlib, grid, run, stacked
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -94,20 +93,8 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
     def call(state, end):
       return segment(state, hparams, data, end_step=jnp.int32(end))
   else:
-    devices = jax.devices()
-    mesh = jax.make_mesh((len(devices),), ('models',), (jax.sharding.AxisType.Auto,))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    data = train.DeviceData(
-      *(
-        distributed.put(x, replicated)
-        for x in (
-          dataset.train_images,
-          dataset.train_labels,
-          dataset.val_images,
-          dataset.val_labels,
-        )
-      )
-    )
+    mesh = stacked.model_mesh()
+    data = stacked.replicated_data(dataset, mesh)
     fields = stacked.batched_fields(configs)
     hparams, axes = stacked.stacked_hyperparams(configs, fields)
     hparams = stacked.put_models(hparams, mesh, axes)

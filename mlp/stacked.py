@@ -31,6 +31,25 @@ def _sharding(mesh: jax.sharding.Mesh, axis: int | None) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*[None] * axis, 'models'))
 
 
+def model_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh, axis `models`, over every device of every process."""
+  return jax.make_mesh(
+    (jax.device_count(),), ('models',), (jax.sharding.AxisType.Auto,)
+  )
+
+
+def replicated_data(dataset, mesh: jax.sharding.Mesh) -> train.DeviceData:
+  """The train and val splits on every device of `mesh` (images stay uint8)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  arrays = (
+    dataset.train_images,
+    dataset.train_labels,
+    dataset.val_images,
+    dataset.val_labels,
+  )
+  return train.DeviceData(*(distributed.put(x, replicated) for x in arrays))
+
+
 def batched_fields(configs: list[ml_collections.ConfigDict]) -> tuple[str, ...]:
   """Array fields that differ across the grid (the others stay unbatched)."""
   fields = tuple(f for f in grid.ARRAY_FIELDS if len({c[f] for c in configs}) > 1)

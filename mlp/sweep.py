@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec
 
 from mlp import (
   checkpoint,
@@ -273,19 +272,8 @@ def run_sweep(
     )
 
   devices = jax.devices()
-  mesh = jax.make_mesh((len(devices),), ('models',), (jax.sharding.AxisType.Auto,))
-  replicated = NamedSharding(mesh, PartitionSpec())
-  device = train.DeviceData(
-    *(
-      distributed.put(x, replicated)
-      for x in (
-        dataset.train_images,
-        dataset.train_labels,
-        dataset.val_images,
-        dataset.val_labels,
-      )
-    )
-  )
+  mesh = stacked.model_mesh()
+  device = stacked.replicated_data(dataset, mesh)
   fields = stacked.batched_fields(configs)
   groups: dict[tuple, list[int]] = {}
   for i, c in enumerate(configs):
