@@ -6,7 +6,9 @@
   python main.py --mode=benchmark --config=configs/benchmark.py --workdir=runs/bench
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
 
-Every mistake a user can fix ends in one line on stderr and exit code 1.
+Every mistake a user can fix ends in one line on stderr, `Error: ...`, and a
+non-zero exit code (2 for flags and config files, 1 otherwise); a diverged
+training run exits 1 too.
 """
 
 import logging as std_logging

@@ -16,6 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from mlp import configlib, grid, run, stacked
@@ -66,7 +67,7 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
   base = ml_collections.ConfigDict(config.to_dict())
   base.hidden_size, base.batch_size = hidden_size, batch_size
   base.compute_dtype = config.benchmark.dtype
-  base.num_iters = 3 * steps
+  base.num_iters = 2**16  # long enough for any timed stretch
   configs = [
     grid.model_config(
       base, {'learning_rate': base.learning_rate * (1 + i / num_models)}
@@ -107,21 +108,28 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
       return segment(state, hparams, data, jnp.int32(end))
 
   compile_seconds = time.perf_counter() - t0
-  state, metrics = call(state, 1)  # warm-up
-  jax.block_until_ready(metrics)
-  best = float('inf')
-  for _ in range(repeats):
+
+  def timed(steps: int) -> float:
     state = init(hparams)
+    jax.block_until_ready(state)
     t0 = time.perf_counter()
-    state, metrics = call(state, steps)
+    _, metrics = call(state, steps)
     jax.block_until_ready(metrics)
-    short = time.perf_counter() - t0
-    state = init(hparams)
-    t0 = time.perf_counter()
-    state, metrics = call(state, 2 * steps)
-    jax.block_until_ready(metrics)
-    long = time.perf_counter() - t0
-    best = min(best, max(long - short, 1e-9) / steps)
+    return time.perf_counter() - t0
+
+  timed(1)  # warm-up
+  # Grow the timed stretch until it dwarfs the segment's fixed costs (the
+  # evaluation, the dispatch), whose noise would otherwise dominate.
+  while True:
+    short, long = timed(steps), timed(2 * steps)
+    fixed = max(2 * short - long, 0.0)  # short = fixed + k s, long = fixed + 2k s
+    if long - short >= max(0.25, 2 * fixed) or steps >= 2**12:
+      break
+    steps *= 2
+  differences = [long - short]
+  for _ in range(repeats - 1):
+    differences.append(timed(2 * steps) - timed(steps))
+  best = max(float(np.median(differences)), 1e-9) / steps
   return best, compile_seconds, static
 
 
