@@ -56,4 +56,6 @@ def get_config() -> ml_collections.ConfigDict:
   # (0 = at every evaluation), the newest `keep_checkpoints` kept.
   config.checkpoint_every = 0
   config.keep_checkpoints = 3
+  # PNG plots in WORKDIR/plots/ (report.md is always written).
+  config.write_plots = True
   return config

@@ -26,7 +26,7 @@ from mlp.errors import UserError
 DIRNAME = 'checkpoints'
 # Config fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = frozenset(
-  {'data_dir', 'data_url', 'checkpoint_every', 'keep_checkpoints'}
+  {'data_dir', 'data_url', 'checkpoint_every', 'keep_checkpoints', 'write_plots'}
 )
 _NAME = re.compile(r'^ckpt_(\d{9})\.npz$')
 

@@ -249,7 +249,8 @@ def train_and_evaluate(
   }
   workdir_lib.save_params(workdir / 'params.npz', params)
   workdir_lib.write_json(workdir / 'summary.json', summary)
-  plots.write_train_plots(workdir, dataset)
+  if config.write_plots:
+    plots.write_train_plots(workdir, dataset)
   report.write_train_report(workdir)
   logging.info(
     'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs): val %.4f, test %.4f.',

@@ -358,7 +358,8 @@ def _finish(config, workdir, dataset, progression: Progression, summary: dict) -
   if distributed.is_writer():
     results_lib.write(workdir, results, swept)
     workdir_lib.write_json(workdir / 'summary.json', summary)
-    sweep_plots.write_sweep_plots(workdir)
+    if config.write_plots:
+      sweep_plots.write_sweep_plots(workdir)
     report.write_sweep_report(workdir)
   print(results_lib.markdown_table(results[:10], swept))
   logging.info(
