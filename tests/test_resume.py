@@ -148,3 +148,10 @@ def test_summary_records_versions_device_and_commit(tmp_path):
   assert 'git_commit' in summary  # None outside a git checkout
   on_disk = json.loads((tmp_path / 'summary.json').read_text())
   assert on_disk['versions'] == summary['versions']
+
+
+def test_write_plots_false_skips_the_pictures(tmp_path):
+  config = test_config.get_config()
+  config.write_plots = False
+  run.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'plots').exists() and (tmp_path / 'report.md').is_file()
