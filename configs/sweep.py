@@ -40,3 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Models trained per call (0 = as many as fit in half the device memory).
   config.models_per_chunk = 0
   return config
+
+
+def without_sweep(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A sweep config's base, as a plain training config (the sweep fields removed)."""
+  for field in ('sweep', 'search', 'num_samples', 'models_per_chunk'):
+    del config[field]
+  return config

@@ -87,7 +87,7 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
     hparams = jax.device_put(configlib.hyperparams(configs[0]))
     data = run.device_data(dataset)
     init, segment = run.compiled_functions(
-      static, run._avals(hparams), run._avals(data)
+      static, run.abstract(hparams), run.abstract(data)
     )
     state = init(hparams)
 

@@ -129,8 +129,10 @@ def prepare_resume(
         (workdir / name).unlink(missing_ok=True)
     return None
   if config_path.is_file():
-    old = json.loads(json.dumps(workdir_lib.read_json(config_path)))
-    changes = config_changes(old, json.loads(json.dumps(config)))
+    # Through JSON, so that tuples compare equal to the lists config.json holds.
+    changes = config_changes(
+      workdir_lib.read_json(config_path), json.loads(json.dumps(config))
+    )
     if changes:
       raise UserError(
         f'workdir {workdir} holds a run with another config ({"; ".join(changes[:3])}): '

@@ -73,7 +73,8 @@ def split_accuracy(
   return int(_count_correct(params, images, labels)) / len(labels)
 
 
-def _avals(tree):
+def abstract(tree):
+  """`jax.ShapeDtypeStruct`s of a pytree of arrays (for ahead-of-time compiles)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
@@ -165,7 +166,7 @@ def train_and_evaluate(
   )
   hparams = jax.device_put(configlib.hyperparams(config))
   t0 = time.perf_counter()
-  init, segment = compiled_functions(static, _avals(hparams), _avals(device))
+  init, segment = compiled_functions(static, abstract(hparams), abstract(device))
   state = init(hparams)
   compile_seconds = time.perf_counter() - t0
   logging.info('Compiled the training step in %.2fs.', compile_seconds)

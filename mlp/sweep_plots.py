@@ -147,18 +147,12 @@ def scatter_plot(rows: list[dict], title: str, path: Path) -> Path:
   return plots.save_figure(fig, path)
 
 
-def _hyperparams(record: dict, rows: list[dict]) -> dict:
-  """A `curves.jsonl` record's hyperparameters."""
-  del rows
-  return record['hyperparameters']
-
-
 def _model_labels(records: list[dict], rows: list[dict]) -> list[str]:
   """Each record's hyperparameters that vary in the sweep: 'H=300, lr=0.1, λ=1e-4'."""
   varying = _varying_fields(rows)
   labels = []
   for record in records:
-    values = _hyperparams(record, rows)
+    values = record['hyperparameters']
     label = ', '.join(
       f'{plots.SHORT_NAMES.get(f, f)}={plots.format_value(values[f])}'
       for f in varying
