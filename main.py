@@ -18,7 +18,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlp import benchmark, distributed, predict, run, sweep
+from mlp import benchmark, compile_cache, distributed, predict, run, sweep
 from mlp.errors import UserError
 
 MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
@@ -62,6 +62,12 @@ _IMAGES = flags.DEFINE_string(
 )
 _JSON = flags.DEFINE_bool(
   'json', False, '--mode=predict: print a JSON list instead of lines.'
+)
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+  'compilation_cache_dir',
+  compile_cache.default_dir(),
+  "Where compiled programs are cached across runs ('' = no cache). "
+  '--mode=benchmark never uses it: it measures compile time.',
 )
 flags.mark_flags_as_required(['workdir'])
 
@@ -132,6 +138,8 @@ def main(argv: list[str]) -> None:
       _DISTRIBUTED.value,
       _DISTRIBUTED_TIMEOUT.value,
     )
+    if _MODE.value != 'benchmark':
+      compile_cache.enable(_COMPILATION_CACHE_DIR.value)
     _dispatch(_MODE.value)
   except UserError as e:
     _fail(str(e))

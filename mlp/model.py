@@ -147,10 +147,30 @@ def loss(
   Returns:
     A scalar.
   """
+  return loss_and_cross_entropy(
+    params, x, labels, l2_reg, label_smoothing, dropout_rate, dropout_key, compute_dtype
+  )[0]
+
+
+def loss_and_cross_entropy(
+  params: Params,
+  x: jax.Array,
+  labels: jax.Array,
+  l2_reg: jax.Array | float,
+  label_smoothing: jax.Array | float | None = None,
+  dropout_rate: jax.Array | float = 0.0,
+  dropout_key: jax.Array | None = None,
+  compute_dtype: str = 'float32',
+) -> tuple[jax.Array, jax.Array]:
+  """`(loss, its cross-entropy term)`, for `jax.value_and_grad(..., has_aux=True)`.
+
+  The training step differentiates the loss but reports the cross-entropy plus
+  a penalty it already knows, so XLA drops the second read of the weights that
+  the loss value would take. Arguments as for `loss`.
+  """
   logits = apply(params, x, dropout_rate, dropout_key, compute_dtype)
-  return cross_entropy(logits, labels, label_smoothing) + 0.5 * l2_reg * l2_penalty(
-    params
-  )
+  data_loss = cross_entropy(logits, labels, label_smoothing)
+  return data_loss + 0.5 * l2_reg * l2_penalty(params), data_loss
 
 
 def accuracy(

@@ -51,4 +51,6 @@ def record() -> dict:
     'platform': platform.platform(),
     'versions': versions,
     'git_commit': git_commit(),
+    # Set: compile_seconds may be a load from the persistent compilation cache.
+    'compilation_cache_dir': jax.config.jax_compilation_cache_dir or None,
   }

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import checkpoint, configlib, data, model, plots, provenance, report, train
+from mlp import checkpoint, configlib, data, model, provenance, report, train
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.progress import Progress
@@ -48,29 +48,32 @@ def device_data(dataset: data.Dataset) -> train.DeviceData:
   )
 
 
-@functools.partial(jax.jit, static_argnames='chunk')
-def _count_correct(params, images, labels, chunk: int = 10000):
-  """Correct predictions over a whole split, in chunks to bound memory."""
-  n = images.shape[0]
-  pad = -n % chunk
-  images = jnp.pad(images, ((0, pad), (0, 0)))
-  labels = jnp.pad(labels, (0, pad), constant_values=-1)
+# Examples per accuracy call: every split is cut into pieces of this size (the
+# last one padded), so one compiled program serves val, test and train.
+EVAL_CHUNK = 5000
 
-  def body(total, batch):
-    x, y = batch
-    logits = model.apply(params, data.scale_images(x))
-    return total + jnp.sum(jnp.argmax(logits, -1) == y), None
 
-  batches = (images.reshape(-1, chunk, images.shape[1]), labels.reshape(-1, chunk))
-  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), batches)
-  return total
+@jax.jit
+def _count_correct(params, images, labels):
+  """Correct predictions in one chunk (labels -1 mark padding)."""
+  logits = model.apply(params, data.scale_images(images))
+  return jnp.sum(jnp.argmax(logits, -1) == labels)
 
 
 def split_accuracy(
   params: model.Params, images: np.ndarray, labels: np.ndarray
 ) -> float:
   """Accuracy of `params` on a whole split (uint8 images `(N, D)`)."""
-  return int(_count_correct(params, images, labels)) / len(labels)
+  params = jax.device_put(params)
+  counts = []
+  for start in range(0, len(labels), EVAL_CHUNK):
+    x, y = images[start : start + EVAL_CHUNK], labels[start : start + EVAL_CHUNK]
+    pad = EVAL_CHUNK - len(y)
+    if pad:
+      x = np.pad(x, ((0, pad), (0, 0)))
+      y = np.pad(y, (0, pad), constant_values=-1)
+    counts.append(_count_correct(params, x, y))
+  return int(sum(int(c) for c in counts)) / len(labels)
 
 
 def abstract(tree):
@@ -94,7 +97,12 @@ def compiled_functions(
   """
   init = jax.jit(train.init_state, static_argnames='static')
   state = jax.eval_shape(functools.partial(train.init_state, static=static), hparams)
-  segment = jax.jit(train.train_segment, static_argnames='static', donate_argnums=0)
+  segment = jax.jit(
+    train.train_segment,
+    static_argnames='static',
+    donate_argnums=0,
+    compiler_options=train.COMPILER_OPTIONS,
+  )
   end_step = jax.ShapeDtypeStruct((), jnp.int32)
   return (
     init.lower(hparams, static=static).compile(),
@@ -251,6 +259,8 @@ def train_and_evaluate(
   workdir_lib.save_params(workdir / 'params.npz', params)
   workdir_lib.write_json(workdir / 'summary.json', summary)
   if config.write_plots:
+    from mlp import plots  # matplotlib takes a few tenths of a second to import.
+
     plots.write_train_plots(workdir, dataset)
   report.write_train_report(workdir)
   logging.info(

@@ -101,7 +101,12 @@ def vmapped_functions(
   )
   return (
     jax.jit(init, out_shardings=state_sharding),
-    jax.jit(segment, donate_argnums=0, out_shardings=(state_sharding, by_model)),
+    jax.jit(
+      segment,
+      donate_argnums=0,
+      out_shardings=(state_sharding, by_model),
+      compiler_options=train.COMPILER_OPTIONS,
+    ),
   )
 
 

@@ -28,7 +28,6 @@ from mlp import (
   report,
   run,
   stacked,
-  sweep_plots,
   train,
 )
 from mlp import results as results_lib
@@ -359,6 +358,10 @@ def _finish(config, workdir, dataset, progression: Progression, summary: dict) -
     results_lib.write(workdir, results, swept)
     workdir_lib.write_json(workdir / 'summary.json', summary)
     if config.write_plots:
+      from mlp import (
+        sweep_plots,
+      )  # matplotlib takes a few tenths of a second to import.
+
       sweep_plots.write_sweep_plots(workdir)
     report.write_sweep_report(workdir)
   print(results_lib.markdown_table(results[:10], swept))

@@ -9,6 +9,15 @@ from absl import flags
 flags.FLAGS.mark_as_parsed()
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """`main.py` runs cache compiled programs in a session folder, not in ~/.cache."""
+  directory = tmp_path_factory.mktemp('xdg_cache')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('XDG_CACHE_HOME', str(directory))
+    yield directory / 'mlp-jax'
+
+
 @pytest.fixture(scope='session')
 def mnist():
   """The vendored MNIST splits (host NumPy arrays)."""

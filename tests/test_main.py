@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_main(*args: str) -> subprocess.CompletedProcess:
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
   return subprocess.run(
     [sys.executable, 'main.py', *args],
     cwd=REPO,
@@ -252,3 +252,33 @@ def test_predict_from_the_command_line(tmp_path, trained):
   )
   assert as_json.returncode == 0, as_json.stderr
   assert len(json.loads(as_json.stdout)[0]['probabilities']) == 10
+
+
+def test_compiled_programs_are_cached_across_runs(tmp_path):
+  cache = tmp_path / 'cache'
+  args = ['--config=configs/test.py', f'--compilation_cache_dir={cache}']
+  env = {'JAX_LOG_COMPILES': '1'}  # JAX then logs cache hits as warnings
+  first = run_main(*args, f'--workdir={tmp_path / "a"}', env=env)
+  assert first.returncode == 0, first.stderr
+  assert "cache hit for 'jit_train_segment'" not in first.stderr
+  assert any(p.name.startswith('jit_train_segment') for p in cache.iterdir())
+  second = run_main(*args, f'--workdir={tmp_path / "b"}', env=env)
+  assert second.returncode == 0, second.stderr
+  assert "cache hit for 'jit_train_segment'" in second.stderr
+  summaries = [json.loads((tmp_path / w / 'summary.json').read_text()) for w in 'ab']
+  assert summaries[0]['val_accuracy'] == summaries[1]['val_accuracy']
+  assert summaries[1]['compilation_cache_dir'] == str(cache)
+
+
+def test_an_unusable_compilation_cache_is_a_warning(tmp_path):
+  (tmp_path / 'file').write_text('')
+  result = run_main(
+    '--config=configs/test.py',
+    f'--workdir={tmp_path / "run"}',
+    f'--compilation_cache_dir={tmp_path / "file" / "cache"}',
+    '--config.write_plots=False',
+  )
+  assert result.returncode == 0, result.stderr
+  assert 'Not caching compiled programs' in result.stderr
+  summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+  assert summary['compilation_cache_dir'] is None

@@ -132,3 +132,18 @@ def test_accuracy():
   params = {'W1': jnp.eye(3), 'b1': jnp.zeros(3), 'W2': jnp.eye(3), 'b2': jnp.zeros(3)}
   x = jnp.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0], [0, 0, 1.0]])
   assert float(model.accuracy(params, x, jnp.array([0, 1, 2, 0]))) == 0.75
+
+
+def test_split_accuracy_counts_every_example_once():
+  from mlp import run
+
+  rng = np.random.default_rng(0)
+  n = 2 * run.EVAL_CHUNK + 1234  # two whole chunks and a padded one
+  images = rng.integers(0, 256, (n, 12)).astype(np.uint8)
+  params = jax.device_get(model.init_params(jax.random.key(1), 12, 8, 3, 0.5))
+  x = images / np.float32(255.0)
+  scores = np.maximum(x @ params['W1'] + params['b1'], 0) @ params['W2'] + params['b2']
+  labels = rng.integers(0, 3, n).astype(np.int32)
+  expected = np.mean(np.argmax(scores, 1) == labels)
+  assert 0.2 < expected < 0.5
+  assert run.split_accuracy(params, images, labels) == pytest.approx(expected, abs=1e-9)

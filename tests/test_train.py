@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp import train
+from mlp import model, train
 
 STATIC = train.Static(
   input_size=12,
@@ -169,3 +169,42 @@ def test_a_diverging_model_does_not_disturb_its_neighbours(data):
   assert not np.isfinite(history['train_loss'][1, -1])
   alone, _ = train_jit(settings[0], data, static=STATIC)
   np.testing.assert_allclose(params['W1'][0], alone['W1'], rtol=1e-5, atol=1e-6)
+
+
+def test_block_draws_equal_the_per_step_draws():
+  drawn = train.draw_block(np.int32(3), jnp.int32(5), STATIC)
+  assert drawn.indices.shape == (train.BLOCK_STEPS, STATIC.batch_size)
+  for j in (0, 1, train.BLOCK_STEPS - 1):
+    np.testing.assert_array_equal(
+      drawn.indices[j], train.batch_indices(np.int32(3), np.int32(5 + j), STATIC)
+    )
+
+
+def test_segment_equals_the_steps_one_by_one(data):
+  """Pre-drawn blocks and the carried L2 penalty change nothing: the loss is
+  `model.loss` of each step's batch at that step's params."""
+  static = train.Static(**{**STATIC.__dict__, 'max_iters': 80, 'eval_every': 70})
+  hp = hparams(l2_reg=0.05, num_iters=80)
+  segment = jax.jit(train.train_segment, static_argnames='static')
+  step = jax.jit(train.train_step, static_argnames='static')
+  loss_fn = jax.jit(model.loss)
+  state = train.init_state(hp, static)
+  losses = []
+  for t in range(80):  # two segments: 0-70 (blocks cross), 70-80 (starts mid-block)
+    idx = train.batch_indices(hp.seed, jnp.int32(t), static)
+    x = data.train_images[idx].astype(jnp.float32) / 255.0
+    expected = loss_fn(state.params, x, data.train_labels[idx], hp.l2_reg)
+    state, loss, active, penalty = step(state, hp, data, static=static)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(penalty, model.l2_penalty(state.params), rtol=1e-5)
+    assert bool(active)
+    losses.append(float(loss))
+  together = train.init_state(hp, static)
+  together, first = segment(together, hp, data, static=static, end_step=jnp.int32(70))
+  together, second = segment(together, hp, data, static=static, end_step=jnp.int32(80))
+  np.testing.assert_allclose(first['train_loss'], np.mean(losses[:70]), rtol=1e-5)
+  np.testing.assert_allclose(second['train_loss'], np.mean(losses[70:]), rtol=1e-5)
+  for name in state.params:
+    np.testing.assert_allclose(
+      together.params[name], state.params[name], rtol=1e-5, atol=1e-6
+    )
