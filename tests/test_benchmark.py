@@ -42,7 +42,8 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
   rows = json.loads((tmp_path / 'benchmark.json').read_text())
   assert [r['num_models'] for r in rows] == [1, 3]
   for row in rows:
-    assert set(benchmark.COLUMNS) <= set(row)
+    assert set(benchmark.COLUMNS) | set(benchmark.FLOOR_COLUMNS) <= set(row)
+    assert row['floor_step_seconds'] > 0 and row['floor_fraction_of_peak'] > 0
     assert (
       row['backend'] == 'cpu' and row['hidden_size'] == 16 and row['batch_size'] == 32
     )
