@@ -1,0 +1,133 @@
+"""How fast a sweep step could be with the models side by side in `W1`.
+
+  .venv/bin/python bench/wide_layout.py [--models=27] [--hidden=300] [--batch=200]
+
+Trains `--models` copies of the course's network (SGD with an L2 penalty, one
+learning rate per model, one shared mini-batch per step) two ways in the same
+run, both differentiated with `jax.grad` and compiled as one loop:
+
+- vmap: the per-model loss and update vmapped over a model axis in front
+  (`W1` is `(models, D, H)`), as `train.train_segment` does;
+- wide: `W1` stored `(D, models, H)`, so `x @ W1` is one `(B, D) x (D, models*H)`
+  matmul and its gradient comes out in the same layout; per-model learning
+  rates are broadcast explicitly along the model axis.
+
+It checks that both give the same params, then prints each one's time per step
+and its fraction of the measured matmul peak. Under vmap, XLA keeps `W1`
+model-axis-first for the element-wise update and transposes it (and reads the
+gradient transposed) around the two big matmuls on every step; the wide layout
+has no transposes of `W1`-sized arrays.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+_MODELS = flags.DEFINE_integer('models', 27, 'Models trained at once.')
+_HIDDEN = flags.DEFINE_integer('hidden', 300, 'Hidden units per model.')
+_BATCH = flags.DEFINE_integer('batch', 200, 'Mini-batch size.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed loop.')
+
+D, C, N_TRAIN, L2 = 784, 10, 55000, 1e-4
+OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+
+
+def best_seconds(fn, *args, repeats=3):
+  jax.block_until_ready(fn(*args))
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def cross_entropy(logits, labels):
+  log_probs = jax.nn.log_softmax(logits)
+  return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def main(argv):
+  del argv
+  m, h, b = _MODELS.value, _HIDDEN.value, _BATCH.value
+  key = jax.random.key(0)
+  images = jax.random.randint(key, (N_TRAIN, D), 0, 256).astype(jnp.uint8)
+  labels = jax.random.randint(jax.random.key(1), (N_TRAIN,), 0, C)
+  rates = jnp.linspace(0.1, 0.2, m)
+
+  def batch(step):
+    idx = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, N_TRAIN)
+    return images[idx].astype(jnp.float32) / 255.0, labels[idx]
+
+  def model_loss(p, x, y):
+    hidden = jax.nn.relu(x @ p['W1'] + p['b1'])
+    penalty = jnp.sum(p['W1'] ** 2) + jnp.sum(p['W2'] ** 2)
+    return cross_entropy(hidden @ p['W2'] + p['b2'], y) + 0.5 * L2 * penalty
+
+  def vmapped_step(step, params):
+    x, y = batch(step)
+
+    def one(p, rate):
+      grads = jax.grad(model_loss)(p, x, y)
+      return jax.tree.map(lambda w, g: w - rate * g, p, grads)
+
+    return jax.vmap(one)(params, rates)
+
+  def wide_loss(p, x, y):
+    z = (x @ p['W1'].reshape(D, m * h)).reshape(b, m, h) + p['b1']
+    logits = jnp.einsum('bmh,mhc->bmc', jax.nn.relu(z), p['W2']) + p['b2']
+    data = jnp.sum(jax.vmap(cross_entropy, in_axes=(1, None))(logits, y))
+    return data + 0.5 * L2 * (jnp.sum(p['W1'] ** 2) + jnp.sum(p['W2'] ** 2))
+
+  per_model = {'W1': (1, m, 1), 'b1': (m, 1), 'W2': (m, 1, 1), 'b2': (m, 1)}
+
+  def wide_step(step, params):
+    grads = jax.grad(wide_loss)(params, *batch(step))
+    return {k: params[k] - rates.reshape(per_model[k]) * grads[k] for k in params}
+
+  keys = jax.random.split(jax.random.key(2), 2)
+  stacked = {
+    'W1': 0.01 * jax.random.normal(keys[0], (m, D, h)),
+    'b1': jnp.zeros((m, h)),
+    'W2': 0.01 * jax.random.normal(keys[1], (m, h, C)),
+    'b2': jnp.zeros((m, C)),
+  }
+  wide = {**stacked, 'W1': jnp.transpose(stacked['W1'], (1, 0, 2))}
+
+  def loop(step_fn, steps):
+    return jax.jit(
+      lambda p: jax.lax.fori_loop(0, steps, step_fn, p), compiler_options=OPTIONS
+    )
+
+  check_v, check_w = loop(vmapped_step, 3)(stacked), loop(wide_step, 3)(wide)
+  np.testing.assert_allclose(
+    np.transpose(check_w['W1'], (1, 0, 2)), check_v['W1'], rtol=1e-4, atol=1e-6
+  )
+  np.testing.assert_allclose(check_w['W2'], check_v['W2'], rtol=1e-4, atol=1e-6)
+
+  square = jax.random.normal(key, (2048, 2048))
+  peak = 2 * 2048**3 / best_seconds(jax.jit(lambda a: a @ a), square) / 1e12
+  flops = m * b * (4 * D * h + 6 * h * C)
+  steps = _STEPS.value
+  print(
+    f'{m} models, H {h}, batch {b}; peak {peak:.3f} TFLOP/s '
+    f'({jax.devices()[0].device_kind}, JAX {jax.__version__}); same params: yes'
+  )
+  seconds = {}
+  for name, step_fn, params in (
+    ('vmap', vmapped_step, stacked),
+    ('wide', wide_step, wide),
+  ):
+    seconds[name] = best_seconds(loop(step_fn, steps), params) / steps
+    print(
+      f'{name:>5}: {1e3 * seconds[name]:8.2f} ms/step, '
+      f'{100 * flops / seconds[name] / 1e12 / peak:5.1f}% of peak'
+    )
+  print(f'wide is {seconds["vmap"] / seconds["wide"]:.2f}x faster')
+
+
+if __name__ == '__main__':
+  app.run(main)
