@@ -80,14 +80,15 @@ def apply(
   Returns:
     Logits, `(batch, C)`.
   """
-  hidden = jax.nn.relu(_matmul(x, params['W1'], compute_dtype) + params['b1'])
+  hidden = jax.nn.relu(matmul(x, params['W1'], compute_dtype) + params['b1'])
   if dropout_key is not None:
     keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, hidden.shape)
     hidden = jnp.where(keep, hidden / (1.0 - dropout_rate), 0.0)
-  return _matmul(hidden, params['W2'], compute_dtype) + params['b2']
+  return matmul(hidden, params['W2'], compute_dtype) + params['b2']
 
 
-def _matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+def matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  """`a @ b`; with dtype 'bfloat16', bfloat16 inputs and float32 accumulation."""
   if dtype == 'float32':
     return a @ b
   return jnp.matmul(

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from mlp import augment as augment_lib
-from mlp import model
+from mlp import model, wide
 from mlp.data import scale_images
 
 
@@ -227,6 +227,24 @@ def draw_block(
   return StepRandomness(keys, indices)
 
 
+def _batch(
+  state: TrainState,
+  hparams: Hyperparams,
+  data: DeviceData,
+  static: Static,
+  randomness: StepRandomness,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(epoch order, inputs, labels)` of this step, augmented if configured."""
+  if static.sampling == 'permutation':
+    order, idx = permutation_batch(hparams.seed, state.step, state.order, static)
+  else:
+    order, idx = state.order, randomness.indices
+  x = scale_images(data.train_images[idx])
+  if static.augment.enabled:
+    x = augment_lib.augment(jax.random.fold_in(randomness.key, 1), x, static.augment)
+  return order, x, data.train_labels[idx]
+
+
 def train_step(
   state: TrainState,
   hparams: Hyperparams,
@@ -256,15 +274,8 @@ def train_step(
     randomness = jax.tree.map(lambda x: x[0], draw_block(hparams.seed, step, static))
   if penalty is None:
     penalty = model.l2_penalty(state.params)
-  if static.sampling == 'permutation':
-    order, idx = permutation_batch(hparams.seed, step, state.order, static)
-  else:
-    order, idx = state.order, randomness.indices
-  x = scale_images(data.train_images[idx])
-  y = data.train_labels[idx]
+  order, x, y = _batch(state, hparams, data, static, randomness)
   step_key = randomness.key
-  if static.augment.enabled:
-    x = augment_lib.augment(jax.random.fold_in(step_key, 1), x, static.augment)
   (_, data_loss), grads = jax.value_and_grad(
     model.loss_and_cross_entropy, has_aux=True
   )(
@@ -290,6 +301,59 @@ def train_step(
     params=params, opt_state=opt_state, step=step + 1, order=order
   )
   return new_state, loss, active, model.l2_penalty(params)
+
+
+def wide_step(
+  state: TrainState,
+  hparams: Hyperparams,
+  data: DeviceData,
+  randomness: StepRandomness,
+  penalty: jax.Array,
+  *,
+  static: Static,
+  hparam_axes: Hyperparams,
+) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
+  """`train_step` of SGD models sharing their batches, params in `wide` layout.
+
+  The same step as `jax.vmap(train_step)` for the models `wide_eligible`
+  accepts: the group's loss is the sum of the models' `model.loss`es, so each
+  gets its own gradient, and the update is `optax.sgd`'s, per model.
+  """
+  step = state.step
+  _, x, y = _batch(state, hparams, data, static, randomness)
+  smoothing = hparams.label_smoothing if static.use_label_smoothing else None
+  (_, data_loss), grads = jax.value_and_grad(wide.loss_and_cross_entropy, has_aux=True)(
+    state.params,
+    x,
+    y,
+    hparams.l2_reg,
+    smoothing,
+    hparam_axes.label_smoothing if static.use_label_smoothing else None,
+    static.compute_dtype,
+  )
+  loss = data_loss + 0.5 * hparams.l2_reg * penalty
+  active = step < hparams.num_iters
+  lr = jnp.where(active, learning_rate_at(hparams, step, static), 0.0)
+  params = wide.sgd_update(state.params, grads, lr)
+  return (
+    state._replace(params=params, step=step + 1),
+    loss,
+    active,
+    wide.l2_penalty(params),
+  )
+
+
+def wide_eligible(static: Static, model_axes: tuple[TrainState, Hyperparams]) -> bool:
+  """Whether `wide_step` can train these models: plain SGD, batches shared (one
+  seed), sampling with replacement, no dropout, params stacked model axis first."""
+  state_axes, hparam_axes = model_axes
+  return (
+    static.optimizer == 'sgd'
+    and static.sampling == 'replacement'
+    and not static.use_dropout
+    and hparam_axes.seed is None
+    and state_axes.params == 0
+  )
 
 
 def evaluate(params: model.Params, data: DeviceData, static: Static) -> dict:
@@ -344,7 +408,14 @@ def train_segment(
   draw_fn = functools.partial(draw_block, static=static)
   penalty_fn = model.l2_penalty
   evaluate_fn = functools.partial(evaluate, static=static)
-  if model_axes is not None:
+  in_wide_layout = model_axes is not None and wide_eligible(static, model_axes)
+  if in_wide_layout:
+    hparam_axes = model_axes[1]
+    step_fn = functools.partial(wide_step, static=static, hparam_axes=hparam_axes)
+    penalty_fn = wide.l2_penalty
+    evaluate_fn = jax.vmap(evaluate_fn, in_axes=(model_axes[0].params, None))
+    state = state._replace(params=wide.to_wide(state.params))
+  elif model_axes is not None:
     state_axes, hparam_axes = model_axes
     seed_axis = hparam_axes.seed
     if seed_axis is not None:  # per-model draws, stacked (BLOCK_STEPS, models, ...)
@@ -378,6 +449,8 @@ def train_segment(
     block,
     (state, zeros, zeros.astype(jnp.int32)),
   )
+  if in_wide_layout:
+    state = state._replace(params=wide.from_wide(state.params))
   train_loss = jnp.where(count > 0, loss_sum / jnp.maximum(count, 1), state.train_loss)
   state = state._replace(train_loss=train_loss)
   steps_done = jnp.minimum(state.step, hparams.num_iters)

@@ -208,3 +208,76 @@ def test_segment_equals_the_steps_one_by_one(data):
     np.testing.assert_allclose(
       together.params[name], state.params[name], rtol=1e-5, atol=1e-6
     )
+
+
+def _segment_of_three_models(data, static, **batched):
+  """`train_segment` of three models whose `batched` fields differ, to step 30."""
+  from mlp import stacked
+
+  settings = [
+    hparams(**{k: v[i] for k, v in batched.items()}, num_iters=80) for i in range(3)
+  ]
+  hp = stack(*settings)
+  hparam_axes = train.Hyperparams(
+    **{f: (0 if f in batched else None) for f in train.Hyperparams._fields}
+  )
+  hp = train.Hyperparams(
+    **{
+      f: (getattr(hp, f) if f in batched else getattr(settings[0], f))
+      for f in train.Hyperparams._fields
+    }
+  )
+  axes = (stacked.STATE_AXES, hparam_axes)
+  init = jax.vmap(
+    lambda h: train.init_state(h, static), in_axes=(hparam_axes,), out_axes=axes[0]
+  )
+  segment = jax.jit(
+    lambda s, h: train.train_segment(s, h, data, static, jnp.int32(30), model_axes=axes)
+  )
+  return segment(init(hp), hp), train.wide_eligible(static, axes)
+
+
+def test_wide_layout_equals_the_vmapped_step(data, monkeypatch):
+  static = train.Static(
+    **{
+      **STATIC.__dict__,
+      'max_iters': 80,
+      'eval_every': 30,
+      'use_label_smoothing': True,
+    }
+  )
+  batched = {
+    'learning_rate': (0.1, 0.3, 0.5),
+    'l2_reg': (0.0, 1e-3, 1e-2),
+    'label_smoothing': (0.0, 0.1, 0.2),
+  }
+  (wide_state, wide_metrics), used = _segment_of_three_models(data, static, **batched)
+  assert used
+  monkeypatch.setattr(train, 'wide_eligible', lambda *_: False)
+  (state, metrics), _ = _segment_of_three_models(data, static, **batched)
+  for name in state.params:
+    np.testing.assert_allclose(
+      wide_state.params[name], state.params[name], rtol=1e-5, atol=1e-6
+    )
+  for name in metrics:
+    np.testing.assert_allclose(wide_metrics[name], metrics[name], rtol=1e-5)
+
+
+def test_wide_layout_only_for_plain_sgd_with_shared_batches():
+  from mlp import stacked
+
+  def eligible(static=STATIC, seed_axis=None):
+    hparam_axes = hparams()._replace(**dict.fromkeys(train.Hyperparams._fields, None))
+    return train.wide_eligible(
+      static, (stacked.STATE_AXES, hparam_axes._replace(seed=seed_axis))
+    )
+
+  assert eligible()
+  assert not eligible(seed_axis=0)  # each model its own batches
+  for change in (
+    {'optimizer': 'momentum'},
+    {'optimizer': 'adam'},
+    {'use_dropout': True},
+    {'sampling': 'permutation'},
+  ):
+    assert not eligible(train.Static(**{**STATIC.__dict__, **change})), change
