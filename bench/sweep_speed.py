@@ -7,7 +7,9 @@ Times, as whole processes where it says so, on the same machine in one run:
   2. one process looping over the grid with `--mode=train`'s function (each
      hidden size compiles once, the other values reuse the program);
   3. every grid point as its own `python main.py --mode=train` process.
-Prints wall times, the ratios, and model-examples per second.
+Prints wall times, the ratios, and model-examples per second. None of the
+three writes plots (`write_plots=False`: rendering the PNGs takes about 2 s per
+training run here, which would dominate the comparison of training).
 """
 
 import json
@@ -57,6 +59,7 @@ def main(argv):
       '--mode=sweep',
       f'--config={config_path}',
       f'--workdir={out}/sweep',
+      '--config.write_plots=False',
     ],
     cwd=REPO,
     check=True,
@@ -67,12 +70,20 @@ def main(argv):
 
   t0 = time.perf_counter()
   for i, point in enumerate(points):
-    run.train_and_evaluate(grid.model_config(config, point), str(out / 'loop' / str(i)))
+    model_config = grid.model_config(config, point)
+    model_config.write_plots = False
+    run.train_and_evaluate(model_config, str(out / 'loop' / str(i)))
   times['1 process, loop over models'] = time.perf_counter() - t0
 
   if not _SKIP_PROCESSES.value:
     t0 = time.perf_counter()
-    base = [python, 'main.py', '--mode=train', f'--config={config_path}']
+    base = [
+      python,
+      'main.py',
+      '--mode=train',
+      f'--config={config_path}',
+      '--config.write_plots=False',
+    ]
     for i, point in enumerate(points):
       subprocess.run(
         [*base, f'--workdir={out}/processes/{i}', *_overrides(point)],
