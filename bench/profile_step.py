@@ -12,7 +12,9 @@ instruction, shortened), next to the step time measured without the profiler.
 On CPU the per-operation events need `--xla_cpu_enable_xprof_traceme`, which
 this script adds to `XLA_FLAGS` before JAX starts. XLA runs independent
 operations on different threads at once, so the shares can add up to more
-than 100%; the profiler itself slows small operations down a little.
+than 100%; the profiler itself slows small operations down a little, and a
+matmul that XLA hands to a thread pool asynchronously can read shorter than
+its FLOPs allow. The unprofiled step time is the reference.
 """
 
 import collections
