@@ -44,6 +44,7 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
   for row in rows:
     assert set(benchmark.COLUMNS) | set(benchmark.FLOOR_COLUMNS) <= set(row)
     assert row['floor_step_seconds'] > 0 and row['floor_fraction_of_peak'] > 0
+    assert row['peak_tflops_measured'] == max(row['peak_tflops_runs'])
     assert (
       row['backend'] == 'cpu' and row['hidden_size'] == 16 and row['batch_size'] == 32
     )
