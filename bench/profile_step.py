@@ -31,11 +31,10 @@ os.environ['XLA_FLAGS'] = (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp import configlib, grid, run, stacked  # noqa: E402
+from mlp import benchmark, run  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/default.py', 'Training config.'
@@ -43,52 +42,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _MODELS = flags.DEFINE_integer('models', 1, 'Models trained at once (vmapped).')
 _STEPS = flags.DEFINE_integer('steps', 500, 'Steps traced.')
 _TOP = flags.DEFINE_integer('top', 20, 'Operations listed.')
-
-
-def compiled_segment(config, dataset, num_models):
-  """`(call(state, end_step) -> (state, metrics), initial state, HLO text)`."""
-  if num_models == 1:
-    static = configlib.static(
-      config,
-      len(dataset.train_labels),
-      dataset.train_images.shape[1],
-      dataset.num_classes,
-    )
-    hparams = jax.device_put(configlib.hyperparams(config))
-    data = run.device_data(dataset)
-    init, segment = run.compiled_functions(
-      static, run.abstract(hparams), run.abstract(data)
-    )
-    return (
-      lambda state, end: segment(state, hparams, data, end_step=jnp.int32(end)),
-      init(hparams),
-      segment.as_text(),
-    )
-  configs = [
-    grid.model_config(
-      config, {'learning_rate': config.learning_rate * (1 + i / num_models)}
-    )
-    for i in range(num_models)
-  ]
-  static = configlib.static(
-    configs[0],
-    len(dataset.train_labels),
-    dataset.train_images.shape[1],
-    dataset.num_classes,
-    group=configs,
-  )
-  mesh = stacked.model_mesh()
-  data = stacked.replicated_data(dataset, mesh)
-  hparams, axes = stacked.stacked_hyperparams(configs, stacked.batched_fields(configs))
-  hparams = stacked.put_models(hparams, mesh, axes)
-  init, segment = stacked.vmapped_functions(static, axes, mesh)
-  state = init(hparams)
-  segment = segment.lower(state, hparams, data, jnp.int32(0)).compile()
-  return (
-    lambda state, end: segment(state, hparams, data, jnp.int32(end)),
-    state,
-    segment.as_text(),
-  )
 
 
 def describe(hlo: str) -> dict[str, str]:
@@ -106,27 +59,20 @@ def describe(hlo: str) -> dict[str, str]:
   return found
 
 
-def matmul_floor_us(config, steps: int) -> float:
-  """us/step of a loop of only the first layer's two matmuls and its update."""
-  d, h, b = 784, config.hidden_size, config.batch_size
-  x = jax.random.uniform(jax.random.key(0), (b, d))
-  w = 0.01 * jax.random.normal(jax.random.key(1), (d, h))
-
-  def body(_, w):
-    return w - 1e-9 * (x.T @ (x @ w))
-
-  loop = jax.jit(lambda w: jax.lax.fori_loop(0, steps, body, w))
-  jax.block_until_ready(loop(w))
-  t0 = time.perf_counter()
-  jax.block_until_ready(loop(w))
-  return (time.perf_counter() - t0) / steps * 1e6
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
   dataset = run.load_data(config)
-  call, state, hlo = compiled_segment(config, dataset, _MODELS.value)
+  num_models = _MODELS.value
+  compiled = benchmark.compile_training(
+    config,
+    dataset,
+    config.hidden_size,
+    config.batch_size,
+    num_models,
+    config.compute_dtype,
+  )
+  call, state = compiled.call, compiled.init()
   steps = _STEPS.value
   state, metrics = call(state, int(state.step) + 10)  # warm-up
   jax.block_until_ready(metrics)
@@ -141,7 +87,7 @@ def main(argv):
     jax.profiler.stop_trace()
     (trace,) = Path(trace_dir).rglob('*.xplane.pb')
     profile = jax.profiler.ProfileData.from_file(str(trace))
-  names = describe(hlo)
+  names = describe(compiled.segment.as_text())
   totals, counts = collections.Counter(), collections.Counter()
   for plane in profile.planes:
     for line in plane.lines:
@@ -150,7 +96,7 @@ def main(argv):
           totals[event.name] += event.duration_ns / 1e3
           counts[event.name] += 1
   print(
-    f'{_MODELS.value} model(s), H {config.hidden_size}, batch {config.batch_size}: '
+    f'{num_models} model(s), H {config.hidden_size}, batch {config.batch_size}: '
     f'{step_us:.1f} us/step unprofiled; {jax.devices()[0].device_kind}, JAX {jax.__version__}'
   )
   print(f'{"us/step":>9} {"share":>6} {"calls/step":>10}  operation')
@@ -163,12 +109,19 @@ def main(argv):
   listed = sum(t for _, t in totals.most_common(_TOP.value)) / steps
   rest = sum(totals.values()) / steps - listed
   print(f'{rest:9.1f} {100 * rest / step_us:5.1f}%             the other operations')
-  if _MODELS.value == 1:
-    floor = matmul_floor_us(config, steps)
-    print(
-      f'{floor:9.1f} {100 * floor / step_us:5.1f}%             for comparison: a loop '
-      'of only x @ W1, x.T @ dZ and the W1 update at these shapes'
-    )
+  floor = 1e6 * benchmark.matmul_floor_seconds(
+    compiled.static.input_size,
+    config.hidden_size,
+    config.batch_size,
+    num_models,
+    config.compute_dtype,
+    repeats=3,
+  )
+  print(
+    f'{floor:9.1f} {100 * floor / step_us:5.1f}%             for comparison: a loop '
+    "of only x @ W1, x.T @ dZ and the W1 update at these shapes (benchmark's "
+    '"matmuls alone")'
+  )
 
 
 if __name__ == '__main__':

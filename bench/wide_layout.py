@@ -88,21 +88,6 @@ def main(argv):
     grads = jax.grad(wide_loss)(params, *batch(step))
     return {k: params[k] - rates.reshape(per_model[k]) * grads[k] for k in params}
 
-  def model_loss_t(p, x, y):  # W1 stored transposed, (H, D): activations (H, B)
-    hidden = jax.nn.relu(p['W1'] @ x.T + p['b1'][:, None])
-    logits = (p['W2'].T @ hidden).T + p['b2']
-    penalty = jnp.sum(p['W1'] ** 2) + jnp.sum(p['W2'] ** 2)
-    return cross_entropy(logits, y) + 0.5 * L2 * penalty
-
-  def transposed_step(step, params):
-    x, y = batch(step)
-
-    def one(p, rate):
-      grads = jax.grad(model_loss_t)(p, x, y)
-      return jax.tree.map(lambda w, g: w - rate * g, p, grads)
-
-    return jax.vmap(one)(params, rates)
-
   keys = jax.random.split(jax.random.key(2), 2)
   stacked = {
     'W1': 0.01 * jax.random.normal(keys[0], (m, D, h)),
@@ -111,7 +96,6 @@ def main(argv):
     'b2': jnp.zeros((m, C)),
   }
   wide = {**stacked, 'W1': jnp.transpose(stacked['W1'], (1, 0, 2))}
-  transposed = {**stacked, 'W1': jnp.transpose(stacked['W1'], (0, 2, 1))}
 
   def loop(step_fn, steps):
     return jax.jit(
@@ -119,10 +103,6 @@ def main(argv):
     )
 
   check_v, check_w = loop(vmapped_step, 3)(stacked), loop(wide_step, 3)(wide)
-  check_t = loop(transposed_step, 3)(transposed)
-  np.testing.assert_allclose(
-    np.transpose(check_t['W1'], (0, 2, 1)), check_v['W1'], rtol=1e-4, atol=1e-6
-  )
   np.testing.assert_allclose(
     np.transpose(check_w['W1'], (1, 0, 2)), check_v['W1'], rtol=1e-4, atol=1e-6
   )
@@ -140,7 +120,6 @@ def main(argv):
   for name, step_fn, params in (
     ('vmap', vmapped_step, stacked),
     ('wide', wide_step, wide),
-    ('vmapT', transposed_step, transposed),
   ):
     seconds[name] = best_seconds(loop(step_fn, steps), params) / steps
     print(

@@ -16,6 +16,8 @@ reach.
 
 import itertools
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import configlib, grid, run, stacked
+from mlp import configlib, grid, run, stacked, train
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -86,34 +88,53 @@ def matmul_floor_seconds(
   x = jax.random.uniform(key_x, (batch_size, input_size)).astype(dtype)
   w = 0.01 * jax.random.normal(key_w, (input_size, num_models * hidden_size))
 
-  def body(_, w):
-    z = jnp.matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)
-    grad = jnp.matmul(x.T, z.astype(dtype), preferred_element_type=jnp.float32)
-    return w - 1e-9 * grad
+  @jax.jit
+  def loop(w, x, steps):
+    def body(_, w):
+      z = jnp.matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)
+      grad = jnp.matmul(x.T, z.astype(dtype), preferred_element_type=jnp.float32)
+      return w - 1e-9 * grad
 
-  loop = jax.jit(lambda w, n: jax.lax.fori_loop(0, n, body, w))
+    return jax.lax.fori_loop(0, steps, body, w)
+
   steps = 4
-  while _best_time(lambda n=steps: loop(w, n), 1) < 0.2 and steps < 2**14:
+  while _best_time(lambda n=steps: loop(w, x, n), 1) < 0.2 and steps < 2**14:
     steps *= 2
-  return _best_time(lambda: loop(w, steps), repeats) / steps
+  return _best_time(lambda: loop(w, x, steps), repeats) / steps
 
 
-def time_training(config, dataset, hidden_size, batch_size, num_models, steps, repeats):
-  """Steady-state seconds per step, and compile seconds, of one combination."""
+class CompiledTraining(NamedTuple):
+  """The training program of `num_models` models, compiled, ready to call."""
+
+  init: Callable  # () -> initial TrainState
+  call: Callable  # (state, end_step) -> (state, metrics)
+  segment: jax.stages.Compiled  # the compiled `train.train_segment`
+  static: train.Static
+  compile_seconds: float
+
+
+def compile_training(
+  config, dataset, hidden_size, batch_size, num_models, compute_dtype
+) -> CompiledTraining:
+  """`config` at these shapes, as train (1 model) or sweep (vmapped) compiles it.
+
+  The models differ in learning rate only (spread over x1..x2), so they share
+  their batches, as the course's sweeps do; training is long enough for any
+  timed stretch.
+  """
   base = ml_collections.ConfigDict(config.to_dict())
   base.hidden_size, base.batch_size = hidden_size, batch_size
-  base.compute_dtype = config.benchmark.dtype
-  base.num_iters = 2**16  # long enough for any timed stretch
+  base.compute_dtype = compute_dtype
+  base.num_iters = 2**16
   configs = [
     grid.model_config(
       base, {'learning_rate': base.learning_rate * (1 + i / num_models)}
     )
     for i in range(num_models)
   ]
-  num_train = len(dataset.train_labels)
   static = configlib.static(
     configs[0],
-    num_train,
+    len(dataset.train_labels),
     dataset.train_images.shape[1],
     dataset.num_classes,
     group=configs,
@@ -125,7 +146,6 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
     init, segment = run.compiled_functions(
       static, run.abstract(hparams), run.abstract(data)
     )
-    state = init(hparams)
 
     def call(state, end):
       return segment(state, hparams, data, end_step=jnp.int32(end))
@@ -137,19 +157,26 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
     hparams = stacked.put_models(hparams, mesh, axes)
     init, segment = stacked.vmapped_functions(static, axes, mesh)
     init = init.lower(hparams).compile()
-    state = init(hparams)
-    segment = segment.lower(state, hparams, data, jnp.int32(0)).compile()
+    segment = segment.lower(init(hparams), hparams, data, jnp.int32(0)).compile()
 
     def call(state, end):
       return segment(state, hparams, data, jnp.int32(end))
 
   compile_seconds = time.perf_counter() - t0
+  return CompiledTraining(lambda: init(hparams), call, segment, static, compile_seconds)
+
+
+def time_training(config, dataset, hidden_size, batch_size, num_models, steps, repeats):
+  """Steady-state seconds per step, and compile seconds, of one combination."""
+  compiled = compile_training(
+    config, dataset, hidden_size, batch_size, num_models, config.benchmark.dtype
+  )
 
   def timed(steps: int) -> float:
-    state = init(hparams)
+    state = compiled.init()
     jax.block_until_ready(state)
     t0 = time.perf_counter()
-    _, metrics = call(state, steps)
+    _, metrics = compiled.call(state, steps)
     jax.block_until_ready(metrics)
     return time.perf_counter() - t0
 
@@ -166,7 +193,7 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
   for _ in range(repeats - 1):
     differences.append(timed(2 * steps) - timed(steps))
   best = max(float(np.median(differences)), 1e-9) / steps
-  return best, compile_seconds, static
+  return best, compiled.compile_seconds, compiled.static
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:

@@ -73,7 +73,7 @@ def split_accuracy(
       x = np.pad(x, ((0, pad), (0, 0)))
       y = np.pad(y, (0, pad), constant_values=-1)
     counts.append(_count_correct(params, x, y))
-  return int(sum(int(c) for c in counts)) / len(labels)
+  return sum(int(c) for c in counts) / len(labels)
 
 
 def abstract(tree):

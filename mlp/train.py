@@ -211,20 +211,21 @@ class StepRandomness(NamedTuple):
 BLOCK_STEPS = 32
 
 
+def draw_step(seed: jax.Array, step: jax.Array, static: Static) -> StepRandomness:
+  """The random inputs of `step`: a function of `(seed, step)` alone."""
+  key = _step_key(seed, step)
+  if static.sampling == 'replacement':
+    return StepRandomness(key, _indices(key, static))
+  return StepRandomness(key, jnp.zeros((0,), jnp.int32))
+
+
 def draw_block(
   seed: jax.Array, first_step: jax.Array, static: Static
 ) -> StepRandomness:
-  """`StepRandomness` of steps `first_step ... first_step + BLOCK_STEPS - 1`, stacked.
-
-  Each step's draw depends only on `(seed, step)`, exactly as if drawn alone.
-  """
+  """`draw_step` of steps `first_step ... first_step + BLOCK_STEPS - 1`, stacked."""
   steps = first_step + jnp.arange(BLOCK_STEPS, dtype=jnp.int32)
-  keys = jax.vmap(_step_key, in_axes=(None, 0))(seed, steps)
-  if static.sampling == 'replacement':
-    indices = jax.vmap(_indices, in_axes=(0, None))(keys, static)
-  else:
-    indices = jnp.zeros((BLOCK_STEPS, 0), jnp.int32)
-  return StepRandomness(keys, indices)
+  draw = functools.partial(draw_step, static=static)
+  return jax.vmap(draw, in_axes=(None, 0))(seed, steps)
 
 
 def _batch(
@@ -260,8 +261,8 @@ def train_step(
     hparams: the model's hyperparameters.
     data: the device-resident splits.
     static: shapes and structure.
-    randomness: this step's draws from `draw_block`; `None` draws them here
-      (the same values).
+    randomness: this step's `draw_step` (from a `draw_block`); `None` draws
+      it here.
     penalty: `model.l2_penalty(state.params)` if known (the previous step
       returned it), else `None`.
 
@@ -271,7 +272,7 @@ def train_step(
   """
   step = state.step
   if randomness is None:
-    randomness = jax.tree.map(lambda x: x[0], draw_block(hparams.seed, step, static))
+    randomness = draw_step(hparams.seed, step, static)
   if penalty is None:
     penalty = model.l2_penalty(state.params)
   order, x, y = _batch(state, hparams, data, static, randomness)
@@ -409,14 +410,14 @@ def train_segment(
   penalty_fn = model.l2_penalty
   evaluate_fn = functools.partial(evaluate, static=static)
   in_wide_layout = model_axes is not None and wide_eligible(static, model_axes)
+  if model_axes is not None:
+    state_axes, hparam_axes = model_axes
+    evaluate_fn = jax.vmap(evaluate_fn, in_axes=(state_axes.params, None))
   if in_wide_layout:
-    hparam_axes = model_axes[1]
     step_fn = functools.partial(wide_step, static=static, hparam_axes=hparam_axes)
     penalty_fn = wide.l2_penalty
-    evaluate_fn = jax.vmap(evaluate_fn, in_axes=(model_axes[0].params, None))
     state = state._replace(params=wide.to_wide(state.params))
   elif model_axes is not None:
-    state_axes, hparam_axes = model_axes
     seed_axis = hparam_axes.seed
     if seed_axis is not None:  # per-model draws, stacked (BLOCK_STEPS, models, ...)
       draw_fn = jax.vmap(draw_fn, in_axes=(seed_axis, None), out_axes=1)
@@ -426,7 +427,6 @@ def train_segment(
       out_axes=(state_axes, 0, 0, 0),
     )
     penalty_fn = jax.vmap(penalty_fn, in_axes=(state_axes.params,))
-    evaluate_fn = jax.vmap(evaluate_fn, in_axes=(state_axes.params, None))
 
   def block(carry):
     state, loss_sum, count = carry
