@@ -19,12 +19,18 @@ gradient transposed) around the two big matmuls on every step; the wide layout
 has no transposes of `W1`-sized arrays.
 """
 
+import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mlp import train  # noqa: E402
 
 _MODELS = flags.DEFINE_integer('models', 27, 'Models trained at once.')
 _HIDDEN = flags.DEFINE_integer('hidden', 300, 'Hidden units per model.')
@@ -32,7 +38,6 @@ _BATCH = flags.DEFINE_integer('batch', 200, 'Mini-batch size.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Steps per timed loop.')
 
 D, C, N_TRAIN, L2 = 784, 10, 55000, 1e-4
-OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
 
 
 def best_seconds(fn, *args, repeats=3):
@@ -99,7 +104,8 @@ def main(argv):
 
   def loop(step_fn, steps):
     return jax.jit(
-      lambda p: jax.lax.fori_loop(0, steps, step_fn, p), compiler_options=OPTIONS
+      lambda p: jax.lax.fori_loop(0, steps, step_fn, p),
+      compiler_options=train.compiler_options(),
     )
 
   check_v, check_w = loop(vmapped_step, 3)(stacked), loop(wide_step, 3)(wide)

@@ -217,6 +217,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
   dataset = run.load_data(config)
   dtype = bench.dtype
   with jax.default_matmul_precision(bench.matmul_precision):
+    matmul_error = float32_matmul_error()
+    logging.info(
+      'A float32 matmul at this precision: relative error %.1e.', matmul_error
+    )
     first_peak = peak_tflops(bench.peak_matmul_size, dtype)
     logging.info(
       'Peak %s matmul (%d^3): %.3f TFLOP/s.', dtype, bench.peak_matmul_size, first_peak
@@ -249,7 +253,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
           'flops_per_example': flops,
           'dtype': dtype,
           'matmul_precision': bench.matmul_precision,
-          'float32_matmuls_use_tf32': _uses_tf32(dtype, bench.matmul_precision),
+          'float32_matmul_relative_error': matmul_error,
+          'float32_matmuls_use_tf32': _uses_tf32(dtype, matmul_error),
           'jax_version': jax.__version__,
         }
       )
@@ -307,16 +312,37 @@ def _validate(bench: ml_collections.ConfigDict) -> None:
     )
 
 
-def _uses_tf32(dtype: str, precision: str) -> bool | None:
-  """Whether float32 matmuls run as TF32 (NVIDIA Ampere or newer, default precision)."""
+def float32_matmul_error(size: int = 512, matmul: Callable = jnp.matmul) -> float:
+  """Relative error of a float32 matmul at the current default precision.
+
+  Against a float64 NumPy reference: about 1e-7 when the matmul really runs in
+  float32, about 1e-4 with TF32 inputs (10-bit mantissa), about 1e-3 with
+  bfloat16 passes. Measured rather than inferred from the device's name, since
+  XLA's choice for the default precision differs between GPUs and versions.
+  """
+  key_a, key_b = jax.random.split(jax.random.key(1))
+  a = jax.random.normal(key_a, (size, size), jnp.float32)
+  b = jax.random.normal(key_b, (size, size), jnp.float32)
+  product = np.asarray(jax.jit(matmul)(a, b), np.float64)
+  reference = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+  return float(np.linalg.norm(product - reference) / np.linalg.norm(reference))
+
+
+def _uses_tf32(dtype: str, error: float) -> bool | None:
+  """Whether float32 matmuls run with TF32 inputs (a GPU's reduced precision).
+
+  `None` off GPU or when the matmuls' inputs are not float32. An error above
+  1e-5 is far beyond float32 rounding (1e-7) and at TF32's level or worse.
+  """
   if jax.default_backend() != 'gpu' or dtype != 'float32':
-    return None if jax.default_backend() != 'gpu' else False
-  capability = getattr(jax.devices()[0], 'compute_capability', '0')
-  return precision in ('default', 'tensorfloat32') and float(capability) >= 8.0
+    return None
+  return error > 1e-5
 
 
 def markdown(rows: list[dict]) -> str:
   """The rows as a Markdown table."""
+  if not rows:
+    return ''
   head = (
     '| H | batch | models | ms/step | model-examples/s | TFLOP/s | peak | of peak '
     '| matmuls alone | compile s |'
@@ -330,9 +356,15 @@ def markdown(rows: list[dict]) -> str:
       f'{100 * r["fraction_of_peak"]:.1f}% | {100 * r["floor_fraction_of_peak"]:.1f}% | '
       f'{r["compile_seconds"]:.2f} |'
     )
+  first = rows[0]
+  precision = f'matmul precision {first["matmul_precision"]}'
+  if first['float32_matmuls_use_tf32'] is not None:
+    tf32 = 'TF32' if first['float32_matmuls_use_tf32'] else 'full float32'
+    precision += (
+      f' (float32 matmuls run as {tf32}: relative error '
+      f'{first["float32_matmul_relative_error"]:.1e})'
+    )
   device = (
-    f'{rows[0]["backend"]} ({rows[0]["device_kind"]}), {rows[0]["dtype"]}, '
-    if rows
-    else ''
+    f'{first["backend"]} ({first["device_kind"]}), {first["dtype"]}, {precision}, '
   )
-  return f'{device}JAX {jax.__version__}\n' + '\n'.join(lines) if rows else ''
+  return f'{device}JAX {jax.__version__}\n' + '\n'.join(lines)

@@ -86,9 +86,15 @@ class TrainState(NamedTuple):
   order: jax.Array  # sampling 'permutation': this epoch's order, (N,); else (0,).
 
 
-# XLA options for the compiled training loop. Region-based copy insertion
+# XLA:CPU options for the compiled training loop. Region-based copy insertion
 # lets the loop update W1 in place instead of copying it every step.
-COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+CPU_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+
+
+def compiler_options() -> dict:
+  """The XLA options for the training loop on the default backend."""
+  return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == 'cpu' else {}
+
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 LR_SCHEDULES = ('epoch_decay', 'cosine')

@@ -57,7 +57,21 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
     assert (
       row['fraction_of_peak'] == row['achieved_tflops'] / row['peak_tflops_measured']
     )
+    assert row['float32_matmul_relative_error'] < 1e-5  # XLA:CPU: full float32
+    assert row['float32_matmuls_use_tf32'] is None  # only reported on a GPU
   assert '| H | batch | models |' in result.stdout
+  assert 'matmul precision default' in result.stdout
+
+
+def test_float32_matmul_error_tells_reduced_precision_apart():
+  import jax.numpy as jnp
+
+  assert benchmark.float32_matmul_error(64) < 1e-5  # XLA:CPU: full float32
+
+  def bfloat16_inputs(a, b):
+    return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)).astype(a.dtype)
+
+  assert benchmark.float32_matmul_error(64, bfloat16_inputs) > 1e-5
 
 
 def test_bfloat16_matmuls_train(data):
