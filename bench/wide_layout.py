@@ -1,22 +1,23 @@
-"""How fast a sweep step could be with the models side by side in `W1`.
+"""How fast a sweep step is with the models side by side in `W1`.
 
   .venv/bin/python bench/wide_layout.py [--models=27] [--hidden=300] [--batch=200]
 
 Trains `--models` copies of the course's network (SGD with an L2 penalty, one
-learning rate per model, one shared mini-batch per step) two ways in the same
-run, both differentiated with `jax.grad` and compiled as one loop:
+learning rate per model, one shared mini-batch per step) three ways in the same
+run, all differentiated with `jax.grad` and compiled as one loop:
 
 - vmap: the per-model loss and update vmapped over a model axis in front
-  (`W1` is `(models, D, H)`), as `train.train_segment` does;
+  (`W1` is `(models, D, H)`), as `train.train_segment` does for other sweeps;
 - wide: `W1` stored `(D, models, H)`, so `x @ W1` is one `(B, D) x (D, models*H)`
-  matmul and its gradient comes out in the same layout; per-model learning
-  rates are broadcast explicitly along the model axis.
+  matmul (the fast path before `mlp/wide.py`'s layout);
+- tall: `mlp/wide.py` as `train.wide_step` uses it: `W1` stored
+  `(models, H, D)`, so `W1 @ x^T` is one `(models*H, D) x (D, B)` matmul, and
+  the second layer runs model axis first with no transposes.
 
-It checks that both give the same params, then prints each one's time per step
-and its fraction of the measured matmul peak. Under vmap, XLA keeps `W1`
-model-axis-first for the element-wise update and transposes it (and reads the
-gradient transposed) around the two big matmuls on every step; the wide layout
-has no transposes of `W1`-sized arrays.
+Each is compiled twice, with XLA's default options and with the training
+loop's (`train.compiler_options()`). It checks that all give the same params,
+then prints each one's time per step (best of three) and its fraction of the
+measured matmul peak.
 """
 
 import sys
@@ -30,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from mlp import train  # noqa: E402
+from mlp import train, wide  # noqa: E402
 
 _MODELS = flags.DEFINE_integer('models', 27, 'Models trained at once.')
 _HIDDEN = flags.DEFINE_integer('hidden', 300, 'Hidden units per model.')
@@ -93,6 +94,11 @@ def main(argv):
     grads = jax.grad(wide_loss)(params, *batch(step))
     return {k: params[k] - rates.reshape(per_model[k]) * grads[k] for k in params}
 
+  def tall_step(step, params):
+    x, y = batch(step)
+    loss = lambda p: wide.loss_and_cross_entropy(p, x, y, L2, None, None)[0]  # noqa: E731
+    return wide.sgd_update(params, jax.grad(loss)(params), rates)
+
   keys = jax.random.split(jax.random.key(2), 2)
   stacked = {
     'W1': 0.01 * jax.random.normal(keys[0], (m, D, h)),
@@ -100,19 +106,26 @@ def main(argv):
     'W2': 0.01 * jax.random.normal(keys[1], (m, h, C)),
     'b2': jnp.zeros((m, C)),
   }
-  wide = {**stacked, 'W1': jnp.transpose(stacked['W1'], (1, 0, 2))}
+  layouts = {
+    'vmap': (vmapped_step, stacked, lambda p: p),
+    'wide': (
+      wide_step,
+      {**stacked, 'W1': jnp.transpose(stacked['W1'], (1, 0, 2))},
+      lambda p: {**p, 'W1': jnp.transpose(p['W1'], (1, 0, 2))},
+    ),
+    'tall': (tall_step, wide.to_wide(stacked), wide.from_wide),
+  }
 
-  def loop(step_fn, steps):
+  def loop(step_fn, steps, options):
     return jax.jit(
-      lambda p: jax.lax.fori_loop(0, steps, step_fn, p),
-      compiler_options=train.compiler_options(),
+      lambda p: jax.lax.fori_loop(0, steps, step_fn, p), compiler_options=options
     )
 
-  check_v, check_w = loop(vmapped_step, 3)(stacked), loop(wide_step, 3)(wide)
-  np.testing.assert_allclose(
-    np.transpose(check_w['W1'], (1, 0, 2)), check_v['W1'], rtol=1e-4, atol=1e-6
-  )
-  np.testing.assert_allclose(check_w['W2'], check_v['W2'], rtol=1e-4, atol=1e-6)
+  reference = loop(vmapped_step, 3, {})(stacked)
+  for step_fn, params, to_stacked in layouts.values():
+    check = to_stacked(loop(step_fn, 3, {})(params))
+    for k in ('W1', 'W2'):
+      np.testing.assert_allclose(check[k], reference[k], rtol=1e-4, atol=1e-6)
 
   square = jax.random.normal(key, (2048, 2048))
   peak = 2 * 2048**3 / best_seconds(jax.jit(lambda a: a @ a), square) / 1e12
@@ -122,17 +135,14 @@ def main(argv):
     f'{m} models, H {h}, batch {b}; peak {peak:.3f} TFLOP/s '
     f'({jax.devices()[0].device_kind}, JAX {jax.__version__}); same params: yes'
   )
-  seconds = {}
-  for name, step_fn, params in (
-    ('vmap', vmapped_step, stacked),
-    ('wide', wide_step, wide),
-  ):
-    seconds[name] = best_seconds(loop(step_fn, steps), params) / steps
-    print(
-      f'{name:>5}: {1e3 * seconds[name]:8.2f} ms/step, '
-      f'{100 * flops / seconds[name] / 1e12 / peak:5.1f}% of peak'
-    )
-  print(f'wide is {seconds["vmap"] / seconds["wide"]:.2f}x faster')
+  print(f'{"layout":>6} {"XLA options":>14} {"ms/step":>8} {"of peak":>8}')
+  for name, (step_fn, params, _) in layouts.items():
+    for label, options in (('default', {}), ('training', train.compiler_options())):
+      seconds = best_seconds(loop(step_fn, steps, options), params) / steps
+      print(
+        f'{name:>6} {label:>14} {1e3 * seconds:8.2f} '
+        f'{100 * flops / seconds / 1e12 / peak:7.1f}%'
+      )
 
 
 if __name__ == '__main__':

@@ -80,23 +80,26 @@ def matmul_floor_seconds(
 ) -> float:
   """Seconds per step of a loop doing only the first layer's matmuls and update.
 
-  `z = x @ W1`, `W1 -= c * x.T @ z` for all models side by side in one wide
-  `(D, models * H)` matrix: the best case for the step's dominant work, with
-  nothing else (no softmax, second layer, batch gather or evaluation).
+  `Z^T = W1 @ x^T`, `W1 -= c * Z^T @ x` for all models stacked in one tall
+  `(models * H, D)` matrix, the layout of `wide` (a sweep's fast path), compiled
+  with the training loop's XLA options: the best case for the step's dominant
+  work, with nothing else (no softmax, second layer, batch gather or evaluation).
   """
   key_x, key_w = jax.random.split(jax.random.key(0))
   x = jax.random.uniform(key_x, (batch_size, input_size)).astype(dtype)
-  w = 0.01 * jax.random.normal(key_w, (input_size, num_models * hidden_size))
+  w = 0.01 * jax.random.normal(key_w, (num_models * hidden_size, input_size))
 
-  @jax.jit
   def loop(w, x, steps):
     def body(_, w):
-      z = jnp.matmul(x, w.astype(dtype), preferred_element_type=jnp.float32)
-      grad = jnp.matmul(x.T, z.astype(dtype), preferred_element_type=jnp.float32)
+      z = jnp.einsum(
+        'kd,bd->kb', w.astype(dtype), x, preferred_element_type=jnp.float32
+      )
+      grad = jnp.matmul(z.astype(dtype), x, preferred_element_type=jnp.float32)
       return w - 1e-9 * grad
 
     return jax.lax.fori_loop(0, steps, body, w)
 
+  loop = jax.jit(loop, compiler_options=train.compiler_options(dtype))
   steps = 4
   while _best_time(lambda n=steps: loop(w, x, n), 1) < 0.2 and steps < 2**14:
     steps *= 2

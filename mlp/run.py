@@ -101,7 +101,7 @@ def compiled_functions(
     train.train_segment,
     static_argnames='static',
     donate_argnums=0,
-    compiler_options=train.compiler_options(),
+    compiler_options=train.compiler_options(static.compute_dtype),
   )
   end_step = jax.ShapeDtypeStruct((), jnp.int32)
   return (

@@ -1,17 +1,20 @@
-"""Many SGD models side by side in one wide first layer: a sweep's fast path.
+"""Many SGD models side by side in one tall first layer: a sweep's fast path.
 
 A sweep's models that share their mini-batches (one seed) all multiply the
-same `x` by their own `W1`. Stored `(D, models, H)`, the models' first layers
-are one `(D, models * H)` matrix: the forward pass is one wide matmul and the
-gradient `x.T @ dZ` comes out in the same layout, where per-model learning
-rates broadcast along the middle axis. Vmapped, XLA keeps `W1` model axis
-first for the element-wise update and transposes it around both matmuls on
-every step (`bench/wide_layout.py` measures the difference).
+same `x` by their own `W1`. Stored transposed and stacked, `(models, H, D)`,
+the models' first layers are one `(models * H, D)` matrix, and both big
+matmuls of a step are single plain matmuls over all the models:
+`Z^T = W1 @ x^T`, `(models * H, batch)`, and the gradient `dZ^T @ x`, which
+comes out in `W1`'s own layout. Everything after the first layer stays model
+axis first with the batch last (`(models, H, batch)`, `(models, C, batch)`),
+so the second layer's per-model matmuls are batched matmuls over a leading
+axis and XLA inserts no transposes. Per-model learning rates broadcast along
+the leading axis of every parameter. `bench/wide_layout.py` measures this
+layout against the vmapped step.
 
 The math is the per-model math: the group's loss is the sum of the models'
-losses (`model.loss` of each), so `jax.grad` of it gives each model exactly its
-own gradient. The rest of the network (ReLU, second layer, cross-entropy) is
-`model`'s code, vmapped over the models.
+losses (`model.cross_entropy` of each plus its L2 penalty), so `jax.grad` of it
+gives each model exactly its own gradient.
 """
 
 import jax
@@ -19,34 +22,41 @@ import jax.numpy as jnp
 
 from mlp import model
 
-# Where each parameter's model axis is, in the wide layout.
-AXES = {'W1': 1, 'b1': 0, 'W2': 0, 'b2': 0}
-
 
 def to_wide(params: model.Params) -> model.Params:
-  """Stacked params (model axis first) to the wide layout."""
-  return {**params, 'W1': jnp.transpose(params['W1'], (1, 0, 2))}
+  """Stacked params (`W1` `(models, D, H)`) to the wide layout (`(models, H, D)`)."""
+  return {**params, 'W1': jnp.swapaxes(params['W1'], 1, 2)}
 
 
 def from_wide(params: model.Params) -> model.Params:
-  """The wide layout back to stacked params (model axis first)."""
-  return {**params, 'W1': jnp.transpose(params['W1'], (1, 0, 2))}
+  """The wide layout back to stacked params (model axis first, `W1` `(models, D, H)`)."""
+  return {**params, 'W1': jnp.swapaxes(params['W1'], 1, 2)}
 
 
-def per_model(value: jax.Array, name: str, params: model.Params) -> jax.Array:
-  """A per-model scalar `(models,)` (or one scalar) shaped to broadcast on `name`."""
+def per_model(value: jax.Array, like: jax.Array) -> jax.Array:
+  """A per-model scalar `(models,)` (or one scalar) shaped to broadcast on `like`."""
   value = jnp.asarray(value)
   if value.ndim == 0:
     return value
-  shape = [1] * params[name].ndim
-  shape[AXES[name]] = value.shape[0]
-  return value.reshape(shape)
+  return value.reshape(value.shape + (1,) * (like.ndim - 1))
 
 
 def l2_penalty(params: model.Params) -> jax.Array:
-  """Each model's `||W1||^2 + ||W2||^2`, `(models,)`."""
-  return jnp.sum(params['W1'] ** 2, axis=(0, 2)) + jnp.sum(
-    params['W2'] ** 2, axis=(1, 2)
+  """Each model's `||W1||^2 + ||W2||^2`, `(models,)`.
+
+  As batched dot products: XLA:CPU runs them as one read of each matrix, where
+  `sum(W1 ** 2)` over the `(H, D)` axes costs a squared copy and a slow tree
+  reduction.
+  """
+  return sum(jnp.einsum('m...,m...->m', w, w) for w in (params['W1'], params['W2']))
+
+
+def _einsum(spec: str, a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  """`jnp.einsum`; with dtype 'bfloat16', bfloat16 inputs and float32 accumulation."""
+  if dtype == 'float32':
+    return jnp.einsum(spec, a, b)
+  return jnp.einsum(
+    spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32
   )
 
 
@@ -70,16 +80,18 @@ def loss_and_cross_entropy(
     label_smoothing_axis: `None` if `label_smoothing` is one scalar, else 0.
     compute_dtype: as in `model.apply`.
   """
-  d, num_models, h = params['W1'].shape
-  wide_w1 = params['W1'].reshape(d, num_models * h)
-  z = model.matmul(x, wide_w1, compute_dtype).reshape(-1, num_models, h) + params['b1']
+  num_models, h, d = params['W1'].shape
+  tall_w1 = params['W1'].reshape(num_models * h, d)
+  z = _einsum('kd,bd->kb', tall_w1, x, compute_dtype).reshape(num_models, h, -1)
+  hidden = jax.nn.relu(z + params['b1'][:, :, None])
+  logits = _einsum('mhc,mhb->mcb', params['W2'], hidden, compute_dtype)
+  logits = logits + params['b2'][:, :, None]
 
-  def head(z, w2, b2, smoothing):
-    logits = model.matmul(jax.nn.relu(z), w2, compute_dtype) + b2
-    return model.cross_entropy(logits, labels, smoothing)
+  def cross_entropy(logits, smoothing):  # logits (C, batch)
+    return model.cross_entropy(logits.T, labels, smoothing)
 
-  cross_entropy = jax.vmap(head, in_axes=(1, 0, 0, label_smoothing_axis))(
-    z, params['W2'], params['b2'], label_smoothing
+  cross_entropy = jax.vmap(cross_entropy, in_axes=(0, label_smoothing_axis))(
+    logits, label_smoothing
   )
   loss = cross_entropy + 0.5 * l2_reg * l2_penalty(params)
   return jnp.sum(loss), cross_entropy
@@ -90,6 +102,6 @@ def sgd_update(
 ) -> model.Params:
   """`params - learning_rate * grads`, the learning rate per model."""
   return {
-    name: params[name] - per_model(learning_rate, name, params) * grads[name]
+    name: params[name] - per_model(learning_rate, params[name]) * grads[name]
     for name in params
   }
