@@ -169,8 +169,27 @@ def compile_training(
   return CompiledTraining(lambda: init(hparams), call, segment, static, compile_seconds)
 
 
-def time_training(config, dataset, hidden_size, batch_size, num_models, steps, repeats):
-  """Steady-state seconds per step, and compile seconds, of one combination."""
+class TrainingTime(NamedTuple):
+  """Timings of one combination."""
+
+  step_seconds: float  # steady state, from the fastest timings (as the peak's)
+  step_seconds_median: float  # steady state, median over the repeats
+  compile_seconds: float
+  static: train.Static
+
+
+def time_training(
+  config, dataset, hidden_size, batch_size, num_models, steps, repeats
+) -> TrainingTime:
+  """Steady-state seconds per step, and compile seconds, of one combination.
+
+  A segment of `k` steps costs `fixed + k s` (`fixed`: the evaluation and the
+  dispatch at its end), so `s` is the difference between segments of `2k`
+  and `k` steps over `k`. Each length is timed `repeats` times: like the peak
+  (the fastest of its runs), `step_seconds` takes each length's fastest run,
+  since the noise of a shared machine only ever adds time; the median of the
+  repeats' differences is reported beside it.
+  """
   compiled = compile_training(
     config, dataset, hidden_size, batch_size, num_models, config.benchmark.dtype
   )
@@ -184,19 +203,24 @@ def time_training(config, dataset, hidden_size, batch_size, num_models, steps, r
     return time.perf_counter() - t0
 
   timed(1)  # warm-up
-  # Grow the timed stretch until it dwarfs the segment's fixed costs (the
-  # evaluation, the dispatch), whose noise would otherwise dominate.
+  # Grow the timed stretch until it dwarfs the segment's fixed costs, whose
+  # noise would otherwise dominate.
   while True:
     short, long = timed(steps), timed(2 * steps)
-    fixed = max(2 * short - long, 0.0)  # short = fixed + k s, long = fixed + 2k s
+    fixed = max(2 * short - long, 0.0)
     if long - short >= max(0.25, 2 * fixed) or steps >= 2**12:
       break
     steps *= 2
-  differences = [long - short]
+  shorts, longs = [short], [long]
   for _ in range(repeats - 1):
-    differences.append(timed(2 * steps) - timed(steps))
-  best = max(float(np.median(differences)), 1e-9) / steps
-  return best, compiled.compile_seconds, compiled.static
+    shorts.append(timed(steps))
+    longs.append(timed(2 * steps))
+  return TrainingTime(
+    step_seconds=max(min(longs) - min(shorts), 1e-9) / steps,
+    step_seconds_median=max(float(np.median(np.subtract(longs, shorts))), 1e-9) / steps,
+    compile_seconds=compiled.compile_seconds,
+    static=compiled.static,
+  )
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -231,9 +255,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
     rows = []
     combos = itertools.product(bench.hidden_sizes, bench.batch_sizes, bench.num_models)
     for hidden_size, batch_size, num_models in combos:
-      step_seconds, compile_seconds, static = time_training(
+      timing = time_training(
         config, dataset, hidden_size, batch_size, num_models, bench.steps, bench.repeats
       )
+      step_seconds, static = timing.step_seconds, timing.static
       flops = flops_per_example(static.input_size, hidden_size, static.num_classes)
       examples = batch_size * num_models / step_seconds
       floor_seconds = matmul_floor_seconds(
@@ -250,7 +275,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
           'step_seconds': step_seconds,
           'model_examples_per_second': examples,
           'achieved_tflops': flops * examples / 1e12,
-          'compile_seconds': compile_seconds,
+          'step_seconds_median': timing.step_seconds_median,
+          'compile_seconds': timing.compile_seconds,
           'floor_step_seconds': floor_seconds,
           'floor_tflops': floor_flops / floor_seconds / 1e12,
           'flops_per_example': flops,
@@ -348,16 +374,16 @@ def markdown(rows: list[dict]) -> str:
     return ''
   head = (
     '| H | batch | models | ms/step | model-examples/s | TFLOP/s | peak | of peak '
-    '| matmuls alone | compile s |'
+    '| median ms/step | matmuls alone | compile s |'
   )
-  lines = [head, '|' + '---|' * 10]
+  lines = [head, '|' + '---|' * 11]
   for r in rows:
     lines.append(
       f'| {r["hidden_size"]} | {r["batch_size"]} | {r["num_models"]} | '
       f'{1e3 * r["step_seconds"]:.3f} | {r["model_examples_per_second"]:,.0f} | '
       f'{r["achieved_tflops"]:.3f} | {r["peak_tflops_measured"]:.3f} | '
-      f'{100 * r["fraction_of_peak"]:.1f}% | {100 * r["floor_fraction_of_peak"]:.1f}% | '
-      f'{r["compile_seconds"]:.2f} |'
+      f'{100 * r["fraction_of_peak"]:.1f}% | {1e3 * r["step_seconds_median"]:.3f} | '
+      f'{100 * r["floor_fraction_of_peak"]:.1f}% | {r["compile_seconds"]:.2f} |'
     )
   first = rows[0]
   precision = f'matmul precision {first["matmul_precision"]}'

@@ -49,6 +49,7 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
       row['backend'] == 'cpu' and row['hidden_size'] == 16 and row['batch_size'] == 32
     )
     assert row['step_seconds'] > 0 and row['peak_tflops_measured'] > 0
+    assert row['step_seconds_median'] > 0
     expected = benchmark.flops_per_example(784, 16, 10) * 32 * row['num_models']
     assert (
       abs(row['achieved_tflops'] * 1e12 * row['step_seconds'] - expected)
