@@ -14,10 +14,10 @@ run, all differentiated with `jax.grad` and compiled as one loop:
   `(models, H, D)`, so `W1 @ x^T` is one `(models*H, D) x (D, B)` matmul, and
   the second layer runs model axis first with no transposes.
 
-Each is compiled twice, with XLA's default options and with the training
-loop's (`train.compiler_options()`). It checks that all give the same params,
-then prints each one's time per step (best of three) and its fraction of the
-measured matmul peak.
+Each is compiled twice, with XLA's default options and with a sweep's training
+loop's (`train.compiler_options(many_models=True)`). It checks that all give
+the same params, then prints each one's time per step (best of three) and its
+fraction of the measured matmul peak.
 """
 
 import sys
@@ -137,7 +137,10 @@ def main(argv):
   )
   print(f'{"layout":>6} {"XLA options":>14} {"ms/step":>8} {"of peak":>8}')
   for name, (step_fn, params, _) in layouts.items():
-    for label, options in (('default', {}), ('training', train.compiler_options())):
+    for label, options in (
+      ('default', {}),
+      ('training', train.compiler_options(many_models=True)),
+    ):
       seconds = best_seconds(loop(step_fn, steps, options), params) / steps
       print(
         f'{name:>6} {label:>14} {1e3 * seconds:8.2f} '

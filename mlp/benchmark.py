@@ -99,7 +99,8 @@ def matmul_floor_seconds(
 
     return jax.lax.fori_loop(0, steps, body, w)
 
-  loop = jax.jit(loop, compiler_options=train.compiler_options(dtype))
+  options = train.compiler_options(dtype, many_models=num_models > 1)
+  loop = jax.jit(loop, compiler_options=options)
   steps = 4
   while _best_time(lambda n=steps: loop(w, x, n), 1) < 0.2 and steps < 2**14:
     steps *= 2

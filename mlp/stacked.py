@@ -105,7 +105,7 @@ def vmapped_functions(
       segment,
       donate_argnums=0,
       out_shardings=(state_sharding, by_model),
-      compiler_options=train.compiler_options(static.compute_dtype),
+      compiler_options=train.compiler_options(static.compute_dtype, many_models=True),
     ),
   )
 
