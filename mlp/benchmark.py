@@ -44,6 +44,7 @@ COLUMNS = (
 )
 # Beyond the contract: the first layer's two matmuls alone (`matmul_floor_seconds`).
 FLOOR_COLUMNS = ('floor_step_seconds', 'floor_tflops', 'floor_fraction_of_peak')
+FLOOR_UNROLL = 8
 
 
 def flops_per_example(input_size: int, hidden_size: int, num_classes: int) -> int:
@@ -84,27 +85,31 @@ def matmul_floor_seconds(
   `(models * H, D)` matrix, the layout of `wide` (a sweep's fast path), compiled
   with the training loop's XLA options: the best case for the step's dominant
   work, with nothing else (no softmax, second layer, batch gather or evaluation).
+  `FLOOR_UNROLL` steps per loop iteration keep the loop's own cost (on a GPU, a
+  round trip to the host per iteration) out of it.
   """
   key_x, key_w = jax.random.split(jax.random.key(0))
   x = jax.random.uniform(key_x, (batch_size, input_size)).astype(dtype)
   w = 0.01 * jax.random.normal(key_w, (num_models * hidden_size, input_size))
 
-  def loop(w, x, steps):
+  def loop(w, x, rounds):
     def body(_, w):
-      z = jnp.einsum(
-        'kd,bd->kb', w.astype(dtype), x, preferred_element_type=jnp.float32
-      )
-      grad = jnp.matmul(z.astype(dtype), x, preferred_element_type=jnp.float32)
-      return w - 1e-9 * grad
+      for _ in range(FLOOR_UNROLL):
+        z = jnp.einsum(
+          'kd,bd->kb', w.astype(dtype), x, preferred_element_type=jnp.float32
+        )
+        grad = jnp.matmul(z.astype(dtype), x, preferred_element_type=jnp.float32)
+        w = w - 1e-9 * grad
+      return w
 
-    return jax.lax.fori_loop(0, steps, body, w)
+    return jax.lax.fori_loop(0, rounds, body, w)
 
   options = train.compiler_options(dtype, many_models=num_models > 1)
   loop = jax.jit(loop, compiler_options=options)
-  steps = 4
-  while _best_time(lambda n=steps: loop(w, x, n), 1) < 0.2 and steps < 2**14:
-    steps *= 2
-  return _best_time(lambda: loop(w, x, steps), repeats) / steps
+  rounds = 1
+  while _best_time(lambda n=rounds: loop(w, x, n), 1) < 0.2 and rounds < 2**11:
+    rounds *= 2
+  return _best_time(lambda: loop(w, x, rounds), repeats) / (rounds * FLOOR_UNROLL)
 
 
 class CompiledTraining(NamedTuple):
