@@ -263,6 +263,34 @@ def test_wide_layout_equals_the_vmapped_step(data, monkeypatch):
     np.testing.assert_allclose(wide_metrics[name], metrics[name], rtol=1e-5)
 
 
+def test_wide_layout_with_bfloat16_matmuls_tracks_the_vmapped_step(data, monkeypatch):
+  # Both round the matmul inputs to bfloat16, in different orders of summation.
+  static = train.Static(
+    **{
+      **STATIC.__dict__,
+      'max_iters': 80,
+      'eval_every': 30,
+      'compute_dtype': 'bfloat16',
+    }
+  )
+  batched = {'learning_rate': (0.1, 0.3, 0.5), 'l2_reg': (0.0, 1e-3, 1e-2)}
+  (wide_state, wide_metrics), used = _segment_of_three_models(data, static, **batched)
+  assert used
+  monkeypatch.setattr(train, 'wide_eligible', lambda *_: False)
+  (state, metrics), _ = _segment_of_three_models(data, static, **batched)
+  np.testing.assert_allclose(
+    wide_metrics['train_loss'], metrics['train_loss'], rtol=1e-2
+  )
+  np.testing.assert_allclose(
+    wide_metrics['val_accuracy'], metrics['val_accuracy'], atol=0.02
+  )
+  for name in state.params:
+    scale = float(np.max(np.abs(state.params[name])))
+    np.testing.assert_allclose(
+      wide_state.params[name], state.params[name], atol=0.02 * scale
+    )
+
+
 def test_wide_layout_only_for_plain_sgd_with_shared_batches():
   from mlp import stacked
 
