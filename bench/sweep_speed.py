@@ -9,12 +9,17 @@ Times, as whole processes where it says so, on the same machine in one run:
   3. every grid point as its own `python main.py --mode=train` process.
 Prints wall times, the ratios, and model-examples per second. None of the
 three writes plots (`write_plots=False`: rendering the PNGs takes about 2 s per
-training run here, which would dominate the comparison of training).
+training run here, which would dominate the comparison of training). Every run
+starts afresh (`--restart`: a finished run left in `--out` would otherwise
+resume and take no time), and the processes share a compilation cache that
+starts empty, so the sweep compiles from scratch and the per-model processes
+after the first of each hidden size load their programs.
 """
 
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +42,15 @@ def _overrides(point: dict) -> list[str]:
   return [f'--config.{k}={v}' for k, v in point.items()]
 
 
+def _main_py(args: list[str]) -> None:
+  """`python main.py ARGS`; exits with its error if it fails."""
+  result = subprocess.run(
+    [sys.executable, 'main.py', *args], cwd=REPO, capture_output=True, text=True
+  )
+  if result.returncode != 0:
+    sys.exit(f'main.py {" ".join(args)} failed:\n{result.stderr[-2000:]}')
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -47,23 +61,20 @@ def main(argv):
     grid.model_config(config, p).num_iters * grid.model_config(config, p).batch_size
     for p in points
   )
-  python = sys.executable
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   times = {}
+  cache = tempfile.TemporaryDirectory()
+  common = ['--restart', f'--compilation_cache_dir={cache.name}']
 
   t0 = time.perf_counter()
-  subprocess.run(
+  _main_py(
     [
-      python,
-      'main.py',
       '--mode=sweep',
       f'--config={config_path}',
       f'--workdir={out}/sweep',
       '--config.write_plots=False',
-    ],
-    cwd=REPO,
-    check=True,
-    capture_output=True,
+      *common,
+    ]
   )
   times['sweep (1 process, vmap)'] = time.perf_counter() - t0
   summary = json.loads((out / 'sweep' / 'summary.json').read_text())
@@ -72,26 +83,24 @@ def main(argv):
   for i, point in enumerate(points):
     model_config = grid.model_config(config, point)
     model_config.write_plots = False
-    run.train_and_evaluate(model_config, str(out / 'loop' / str(i)))
+    run.train_and_evaluate(model_config, str(out / 'loop' / str(i)), restart=True)
   times['1 process, loop over models'] = time.perf_counter() - t0
 
   if not _SKIP_PROCESSES.value:
     t0 = time.perf_counter()
-    base = [
-      python,
-      'main.py',
-      '--mode=train',
-      f'--config={config_path}',
-      '--config.write_plots=False',
-    ]
     for i, point in enumerate(points):
-      subprocess.run(
-        [*base, f'--workdir={out}/processes/{i}', *_overrides(point)],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
+      _main_py(
+        [
+          '--mode=train',
+          f'--config={config_path}',
+          f'--workdir={out}/processes/{i}',
+          '--config.write_plots=False',
+          *common,
+          *_overrides(point),
+        ]
       )
     times['1 process per model'] = time.perf_counter() - t0
+  cache.cleanup()
 
   sweep_seconds = times['sweep (1 process, vmap)']
   print(f'{len(points)} models, {examples:,} model-examples in total')
