@@ -309,3 +309,20 @@ def test_wide_layout_only_for_plain_sgd_with_shared_batches():
     {'sampling': 'permutation'},
   ):
     assert not eligible(train.Static(**{**STATIC.__dict__, **change})), change
+
+
+def test_compiler_options_leave_out_what_xla_does_not_know(monkeypatch):
+  # The pinned jaxlib knows every option the training loops ask for.
+  assert train.compiler_options('float32', many_models=True) == {
+    **train.CPU_COMPILER_OPTIONS,
+    **train.CPU_FLOAT32_COMPILER_OPTIONS,
+    **train.CPU_MANY_MODELS_COMPILER_OPTIONS,
+  }
+  assert 'xla_cpu_experimental_ynn_fusion_type' not in train.compiler_options(
+    'bfloat16'
+  )
+  # An option another jaxlib does not know is dropped, not a failed compile.
+  monkeypatch.setattr(
+    train, 'CPU_COMPILER_OPTIONS', {'xla_cpu_no_such_option_for_this_test': True}
+  )
+  assert train.compiler_options() == train.CPU_FLOAT32_COMPILER_OPTIONS
