@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from mlp import train, wide  # noqa: E402
+from mlp import model, train, wide  # noqa: E402
 
 _MODELS = flags.DEFINE_integer('models', 27, 'Models trained at once.')
 _HIDDEN = flags.DEFINE_integer('hidden', 300, 'Hidden units per model.')
@@ -51,11 +51,6 @@ def best_seconds(fn, *args, repeats=3):
   return best
 
 
-def cross_entropy(logits, labels):
-  log_probs = jax.nn.log_softmax(logits)
-  return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
-
-
 def main(argv):
   del argv
   m, h, b = _MODELS.value, _HIDDEN.value, _BATCH.value
@@ -71,7 +66,7 @@ def main(argv):
   def model_loss(p, x, y):
     hidden = jax.nn.relu(x @ p['W1'] + p['b1'])
     penalty = jnp.sum(p['W1'] ** 2) + jnp.sum(p['W2'] ** 2)
-    return cross_entropy(hidden @ p['W2'] + p['b2'], y) + 0.5 * L2 * penalty
+    return model.cross_entropy(hidden @ p['W2'] + p['b2'], y) + 0.5 * L2 * penalty
 
   def vmapped_step(step, params):
     x, y = batch(step)
@@ -85,7 +80,7 @@ def main(argv):
   def wide_loss(p, x, y):
     z = (x @ p['W1'].reshape(D, m * h)).reshape(b, m, h) + p['b1']
     logits = jnp.einsum('bmh,mhc->bmc', jax.nn.relu(z), p['W2']) + p['b2']
-    data = jnp.sum(jax.vmap(cross_entropy, in_axes=(1, None))(logits, y))
+    data = jnp.sum(jax.vmap(model.cross_entropy, in_axes=(1, None))(logits, y))
     return data + 0.5 * L2 * (jnp.sum(p['W1'] ** 2) + jnp.sum(p['W2'] ** 2))
 
   per_model = {'W1': (1, m, 1), 'b1': (m, 1), 'W2': (m, 1, 1), 'b2': (m, 1)}

@@ -89,10 +89,16 @@ def apply(
 
 def matmul(a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
   """`a @ b`; with dtype 'bfloat16', bfloat16 inputs and float32 accumulation."""
+  return einsum('...i,ij->...j', a, b, dtype)
+
+
+def einsum(spec: str, a: jax.Array, b: jax.Array, dtype: str) -> jax.Array:
+  """`jnp.einsum(spec, a, b)` with inputs in `dtype` ('float32' or 'bfloat16',
+  accumulated in float32)."""
   if dtype == 'float32':
-    return a @ b
-  return jnp.matmul(
-    a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32
+    return jnp.einsum(spec, a, b)
+  return jnp.einsum(
+    spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32
   )
 
 
