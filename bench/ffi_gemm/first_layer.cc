@@ -7,15 +7,13 @@
 // (row-major, one contiguous axis each: all an outer-product micro-kernel
 // of 14 x 32 floats needs), and the gradient kernel applies the SGD update
 // to W1 as it writes it, with the sum of squares of the new weights (the
-// next step's L2 penalty) on the side: W1 read and written once per step
-// instead of three times.
+// next step's L2 penalty) on the side: the gradient is never stored, and W1
+// is read once per step instead of twice (update, then penalty).
 //
-//   mlp_matmul:      c = a @ b                       a (M, K), b (K, N)
-//   mlp_sgd_update:  w' = scale[g] * w - step[g] * (A @ b),  A (R, K) given as
-//                    `a` (R, K) or, with transposed_a, (K, R); b (K, N);
-//                    row r belongs to group g = r / (R / G) (a model's rows);
-//                    row_sumsq: sum of w'^2 per row, and with transposed_a
-//                    per row and 32-column panel.
+//   mlp_matmul:      c = a @ b                          a (M, K), b (K, N)
+//   mlp_sgd_update:  w' = scale * w - step * (a^T @ b)  w (R, N), a (K, R),
+//                    b (K, N), scale and step (1,); also row_sumsq (R, P),
+//                    the sum of w'^2 of each row over each 32-column panel.
 //
 // Work is split into chunks run by the calling thread and helpers on XLA's
 // intra-op thread pool; every output element comes from one chunk with a
@@ -27,7 +25,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <utility>
 
 #include "xla/ffi/api/ffi.h"
@@ -39,7 +36,7 @@ namespace {
 constexpr int kMr = 14;  // rows of the register tile
 constexpr int kNv = 2;   // 16-float vectors per row of the tile
 constexpr int kNr = 16 * kNv;
-constexpr int kRowBlock = 4 * kMr;  // rows per chunk of the update kernel
+constexpr int kRowBlock = 4 * kMr;  // rows per block of the update kernel
 
 // A(i, k) = a[i * ars + k * acs]; B(k, j) = b[k * ldb + j].
 struct Operands {
@@ -58,9 +55,8 @@ struct Store {  // c = acc
 struct SgdUpdate {  // w = scale * w - step * acc; sumsq[i] += w^2 (16 lanes)
   float* w;
   int64_t ldw;
-  const float* scale;  // per row
-  const float* step;   // per row
-  __m512* sumsq;       // per row, 16 lanes
+  float scale, step;
+  __m512* sumsq;  // per row, 16 lanes
 };
 
 template <int MR, int NV>
@@ -75,10 +71,10 @@ inline void Finish(const Store& s, __m512 (&acc)[MR][NV], __mmask16 last) {
 
 template <int MR, int NV>
 inline void Finish(const SgdUpdate& s, __m512 (&acc)[MR][NV], __mmask16 last) {
+  const __m512 scale = _mm512_set1_ps(s.scale);
+  const __m512 step = _mm512_set1_ps(s.step);
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
-    const __m512 scale = _mm512_set1_ps(s.scale[i]);
-    const __m512 step = _mm512_set1_ps(s.step[i]);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = v == NV - 1 ? last : 0xFFFF;
@@ -122,7 +118,7 @@ inline Store Offset(const Store& s, int64_t i, int64_t j) {
   return {s.c + i * s.ldc + j, s.ldc};
 }
 inline SgdUpdate Offset(const SgdUpdate& s, int64_t i, int64_t j) {
-  return {s.w + i * s.ldw + j, s.ldw, s.scale + i, s.step + i, s.sumsq + i};
+  return {s.w + i * s.ldw + j, s.ldw, s.scale, s.step, s.sumsq + i};
 }
 inline Operands Offset(const Operands& o, int64_t i, int64_t j) {
   return {o.a + i * o.ars, o.ars, o.acs, o.b + j, o.ldb, o.k};
@@ -218,28 +214,10 @@ ffi::Error Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi
   return ffi::Error::Success();
 }
 
-// Rows [i0, i0 + m) (m <= kRowBlock) of the column panel at j: the update,
-// and each row's sum of squares over the panel into sumsq[row * stride].
-void UpdateBlock(const Operands& o, float* w, int64_t n, const float* scale,
-                 const float* step, int64_t rows_per_group, int64_t i0, int64_t m,
-                 int64_t j, float* sumsq, int64_t stride) {
-  float row_scale[kRowBlock], row_step[kRowBlock];
-  __m512 ss[kRowBlock];
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t g = (i0 + i) / rows_per_group;
-    row_scale[i] = scale[g];
-    row_step[i] = step[g];
-    ss[i] = _mm512_setzero_ps();
-  }
-  const SgdUpdate out{w + i0 * n, n, row_scale, row_step, ss};
-  Columns(Offset(o, i0, 0), out, m, j, std::min<int64_t>(kNr, n - j));
-  for (int64_t i = 0; i < m; ++i) sumsq[(i0 + i) * stride] += _mm512_reduce_add_ps(ss[i]);
-}
-
 ffi::Error SgdUpdate_(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
                       ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                       ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> step,
-                      bool transposed_a, ffi::ResultBuffer<ffi::F32> w_out,
+                      ffi::ResultBuffer<ffi::F32> w_out,
                       ffi::ResultBuffer<ffi::F32> row_sumsq) {
   const auto wd = w.dimensions();
   const auto ad = a.dimensions();
@@ -249,49 +227,38 @@ ffi::Error SgdUpdate_(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w,
     return ffi::Error::InvalidArgument("mlp_sgd_update: expected rank-2 arrays");
   }
   const int64_t r = wd[0], n = wd[1], k = bd[0];
-  const int64_t a_rows = transposed_a ? ad[1] : ad[0];
-  const int64_t a_k = transposed_a ? ad[0] : ad[1];
-  const int64_t groups = scale.element_count();
   const int64_t panels = (n + kNr - 1) / kNr;
-  // transposed_a: threads split the columns (each keeps its columns of `w`
-  // in cache, as the matmul does) and row_sumsq is per row and column panel;
-  // else they split the rows and row_sumsq is per row.
-  const int64_t sumsq_columns = transposed_a ? panels : 1;
-  if (a_rows != r || a_k != k || bd[1] != n || step.element_count() != groups ||
-      groups == 0 || r % groups != 0 || sd[0] != r || sd[1] != sumsq_columns) {
+  if (ad[0] != k || ad[1] != r || bd[1] != n || scale.element_count() != 1 ||
+      step.element_count() != 1 || sd[0] != r || sd[1] != panels) {
     return ffi::Error::InvalidArgument("mlp_sgd_update: inconsistent shapes");
   }
   if (w_out->typed_data() != w.typed_data()) {
     std::copy_n(w.typed_data(), r * n, w_out->typed_data());
   }
-  const Operands o{a.typed_data(), transposed_a ? 1 : k, transposed_a ? r : 1,
-                   b.typed_data(), n, k};
-  const int64_t rows_per_group = r / groups;
+  // A(i, k) = a[k, i]: for each k, consecutive rows i are contiguous.
+  const Operands o{a.typed_data(), 1, r, b.typed_data(), n, k};
   float* wp = w_out->typed_data();
   float* sumsq = row_sumsq->typed_data();
-  std::fill_n(sumsq, r * sumsq_columns, 0.0f);
-  if (transposed_a) {
-    const int64_t chunks = std::clamp<int64_t>(pool.num_threads(), 1, panels);
-    ParallelFor(pool, chunks, [&](int64_t chunk) {
-      const auto [p0, p1] = PanelRange(chunk, chunks, panels);
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int64_t i0 = 0; i0 < r; i0 += kRowBlock) {
-          UpdateBlock(o, wp, n, scale.typed_data(), step.typed_data(), rows_per_group, i0,
-                      std::min<int64_t>(kRowBlock, r - i0), p * kNr, sumsq + p, panels);
+  const float s = scale.typed_data()[0], t = step.typed_data()[0];
+  // Threads split the columns, as the matmul does, so each keeps its
+  // columns of `w` in its own caches from the forward matmul to the update.
+  const int64_t chunks = std::clamp<int64_t>(pool.num_threads(), 1, panels);
+  ParallelFor(pool, chunks, [&](int64_t chunk) {
+    const auto [p0, p1] = PanelRange(chunk, chunks, panels);
+    __m512 ss[kRowBlock];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j = p * kNr;
+      for (int64_t i0 = 0; i0 < r; i0 += kRowBlock) {
+        const int64_t m = std::min<int64_t>(kRowBlock, r - i0);
+        for (int64_t i = 0; i < m; ++i) ss[i] = _mm512_setzero_ps();
+        const SgdUpdate out{wp + i0 * n, n, s, t, ss};
+        Columns(Offset(o, i0, 0), out, m, j, std::min<int64_t>(kNr, n - j));
+        for (int64_t i = 0; i < m; ++i) {
+          sumsq[(i0 + i) * panels + p] = _mm512_reduce_add_ps(ss[i]);
         }
       }
-    });
-  } else {
-    const int64_t blocks = (r + kRowBlock - 1) / kRowBlock;
-    ParallelFor(pool, blocks, [&](int64_t blk) {
-      const int64_t i0 = blk * kRowBlock;
-      const int64_t m = std::min<int64_t>(kRowBlock, r - i0);
-      for (int64_t j = 0; j < n; j += kNr) {
-        UpdateBlock(o, wp, n, scale.typed_data(), step.typed_data(), rows_per_group, i0, m,
-                    j, sumsq, 1);
-      }
-    });
-  }
+    }
+  });
   return ffi::Error::Success();
 }
 
@@ -312,6 +279,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MlpSgdUpdate, SgdUpdate_,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<bool>("transposed_a")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
