@@ -10,7 +10,6 @@ saved per run of the default configuration on a 2-core CPU).
 import os
 from pathlib import Path
 
-import jax
 from absl import logging
 
 
@@ -26,11 +25,16 @@ def enable(directory: str) -> Path | None:
   A directory that cannot be created or written is not an error: the run goes
   on uncached, with a warning.
 
+  Args:
+    directory: where to cache, `~` allowed; '' for no cache.
+
   Returns:
     The cache directory in use, or `None`.
   """
   if not directory:
     return None
+  import jax  # Here, not at the top: `main.py --help` reads default_dir() without JAX.
+
   path = Path(directory).expanduser()
   try:
     path.mkdir(parents=True, exist_ok=True)
