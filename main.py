@@ -284,36 +284,35 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _dispatch(mode: str) -> None:
-  """Runs `mode`; the modes are imported here, only when one runs."""
+  """Runs `mode`; its module is imported here, only when it runs."""
   config = _CONFIG.value
   if mode == 'eval':
-    from mlp import run
+    from mlp.modes import eval as eval_mode
 
-    run.evaluate_workdir(config, _WORKDIR.value)
-    return
-  if mode == 'predict':
-    from mlp import predict
+    eval_mode.run(config, _WORKDIR.value)
+  elif mode == 'predict':
+    from mlp.modes import predict
 
-    sys.exit(predict.run_predict(_WORKDIR.value, _IMAGES.value or '', _JSON.value))
-  if config is None:
+    sys.exit(predict.run(_WORKDIR.value, _IMAGES.value or '', _JSON.value))
+  elif config is None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
-  if mode == 'train':
-    from mlp import run
+  elif mode == 'train':
+    from mlp.modes import train
 
-    summary = run.train_and_evaluate(config, _WORKDIR.value, restart=_RESTART.value)
+    summary = train.run(config, _WORKDIR.value, restart=_RESTART.value)
     if summary['diverged']:
       raise UserError(
-        f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} steps: '
-        f'lower --config.learning_rate (now {config.learning_rate:g})'
+        f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} '
+        f'steps: lower --config.learning_rate (now {config.learning_rate:g})'
       )
   elif mode == 'sweep':
-    from mlp import sweep
+    from mlp.modes import sweep
 
-    sweep.run_sweep(config, _WORKDIR.value, restart=_RESTART.value)
+    sweep.run(config, _WORKDIR.value, restart=_RESTART.value)
   elif mode == 'benchmark':
-    from mlp import benchmark
+    from mlp.modes import benchmark
 
-    benchmark.run_benchmark(config, _WORKDIR.value)
+    benchmark.run(config, _WORKDIR.value)
 
 
 def main(argv: list[str]) -> None:

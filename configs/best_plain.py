@@ -6,7 +6,8 @@
 over 30 epochs of epoch-permutation batches of 128, dropout 0.5 on the hidden
 layer, no L2 penalty. Chosen on the validation split by
 configs/sweep_plain.py (val 0.9892); trained on the 55,000 training images
-only. Test accuracy over seeds 0-2: see the README (bench/best_results.py).
+only. Test accuracy over seeds 0-2: see the README
+(`bench/reproduce.py --configs=best_plain`).
 """
 
 import ml_collections

@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2_reg = 1e-4
   config.dropout = 0.0  # Fraction of hidden units dropped while training.
   config.label_smoothing = 0.0
+  config.grad_clip_norm = 0.0  # Gradients rescaled to this global norm (0 = off).
   config.seed = 0
   # On-device augmentation of training images (all zero: off). Random affine
   # maps (degrees, zoom range, degrees, pixels) and Simard et al.'s elastic

@@ -12,38 +12,20 @@ accuracy. Any field of `sweep` can be set from the command line, e.g.
 import ml_collections
 
 from configs import default
+from mlp import hparams
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.sweep = ml_collections.ConfigDict(
-    {
-      'hidden_size': (100, 200, 300),
-      'learning_rate': (1e-3, 1e-2, 1e-1, 5e-1),
-      'l2_reg': (1e-4, 1e-3, 1e-2),
-      'num_iters': (),
-      'lr_decay': (),
-      'init_std': (),
-      'seed': (),
-      'batch_size': (),
-      'momentum': (),
-      'weight_decay': (),
-      'dropout': (),
-      'label_smoothing': (),
-      'warmup_iters': (),
-    }
-  )
+  # Every sweepable field (mlp/hparams.py); an empty tuple means "not swept".
+  config.sweep = ml_collections.ConfigDict({name: () for name in hparams.SWEEPABLE})
+  config.sweep.hidden_size = (100, 200, 300)
+  config.sweep.learning_rate = (1e-3, 1e-2, 1e-1, 5e-1)
+  config.sweep.l2_reg = (1e-4, 1e-3, 1e-2)
   # 'grid': the Cartesian product; 'random': `num_samples` draws, float fields
   # log-uniform in (low, high), integer fields uniform over their tuple.
   config.search = 'grid'
   config.num_samples = 0
   # Models trained per call (0 = as many as fit in half the device memory).
   config.models_per_chunk = 0
-  return config
-
-
-def without_sweep(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A sweep config's base, as a plain training config (the sweep fields removed)."""
-  for field in ('sweep', 'search', 'num_samples', 'models_per_chunk'):
-    del config[field]
   return config

@@ -76,6 +76,18 @@ class AugmentConfig:
     )
 
 
+def from_config(config) -> AugmentConfig:
+  """The augmentation a training config asks for (all zero: none)."""
+  return AugmentConfig(
+    rotation_degrees=float(config.augment_rotation),
+    scale=float(config.augment_scale),
+    shear_degrees=float(config.augment_shear),
+    translation=float(config.augment_translation),
+    elastic_alpha=float(config.elastic_alpha),
+    elastic_sigma=float(config.elastic_sigma),
+  )
+
+
 def affine_matrix(
   rotation_degrees: jax.Array | float,
   zoom: jax.Array | float,

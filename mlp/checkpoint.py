@@ -1,10 +1,15 @@
 """Checkpoints: a training state saved atomically, found again, and resumed.
 
 A checkpoint is one `.npz` in `WORKDIR/checkpoints/` holding every leaf of a
-pytree (keyed by its path) plus a JSON string of metadata. Files are written
-to a temporary name and renamed, so a run killed at any moment leaves either
-the previous checkpoint or the new one, never half of one. The last `keep`
-are kept.
+pytree (keyed by its path) plus a JSON string of metadata, named by a
+sequence number that grows with every save (`ckpt_000000007.npz`). Files are
+written to a temporary name and renamed, so a run killed at any moment leaves
+either the previous checkpoint or the new one, never half of one. The last
+`keep` are kept. This module alone knows how the files are named.
+
+For tests of resumption, the environment variable `MLP_KILL_AFTER_CHECKPOINT=N`
+makes the process kill itself (SIGKILL) right after writing its N-th
+checkpoint: a kill at a known point, with no race.
 
 Re-running a command on a workdir resumes from the newest checkpoint, but only
 if the workdir's `config.json` describes the same training; otherwise the run
@@ -12,8 +17,10 @@ is refused (nothing is overwritten) unless the user asks to start over.
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import jax
@@ -35,23 +42,31 @@ def _key(path) -> str:
   return jax.tree_util.keystr(path)
 
 
-def save(directory: Path, step: int, tree, metadata: dict, keep: int = 3) -> Path:
-  """Writes `tree` and `metadata` as `ckpt_<step>.npz`; keeps the newest `keep`.
+_saved_by_this_process = 0
+
+
+def save(directory: Path, tree, metadata: dict, keep: int = 3) -> Path:
+  """Writes `tree` and `metadata` as the next checkpoint; keeps the newest `keep`.
 
   In a multi-process run every process must call this (the arrays are
   gathered from all of them); process 0 alone writes.
   """
+  global _saved_by_this_process
   leaves = jax.tree_util.tree_flatten_with_path(distributed.to_host(tree))[0]
-  path = directory / f'ckpt_{step:09d}.npz'
-  if not distributed.is_writer():
-    return path
-  directory.mkdir(exist_ok=True)
-  arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
-  arrays['__metadata__'] = np.asarray(json.dumps(metadata))
-  with workdir_lib.atomic_open(path, 'wb') as f:
-    np.savez(f, **arrays)
-  for old in all_checkpoints(directory)[:-keep]:
-    old.unlink(missing_ok=True)
+  existing = all_checkpoints(directory)
+  number = int(_NAME.match(existing[-1].name)[1]) + 1 if existing else 1
+  path = directory / f'ckpt_{number:09d}.npz'
+  if distributed.is_writer():
+    directory.mkdir(exist_ok=True)
+    arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
+    arrays['__metadata__'] = np.asarray(json.dumps(metadata))
+    with workdir_lib.atomic_open(path, 'wb') as f:
+      np.savez(f, **arrays)
+    for old in all_checkpoints(directory)[:-keep]:
+      old.unlink(missing_ok=True)
+  _saved_by_this_process += 1
+  if os.environ.get('MLP_KILL_AFTER_CHECKPOINT') == str(_saved_by_this_process):
+    os.kill(os.getpid(), signal.SIGKILL)
   return path
 
 

@@ -25,7 +25,6 @@ from mlp.errors import UserError
 
 SOURCES = ('idx', 'tfds')
 _REPO_DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
-_ROLES = ('train_images', 'train_labels', 'test_images', 'test_labels')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +167,17 @@ def load_dataset(
     test_labels=test_labels,
     num_classes=spec.num_classes,
     image_shape=spec.image_shape,
+  )
+
+
+def from_config(config) -> Dataset:
+  """The dataset a config names (`dataset`, `data_source`, `data_dir`, ...)."""
+  return load_dataset(
+    name=config.dataset,
+    source=config.data_source,
+    data_dir=config.data_dir,
+    num_val=config.num_val,
+    download_url=config.data_url or None,
   )
 
 

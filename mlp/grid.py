@@ -13,27 +13,9 @@ import math
 import ml_collections
 import numpy as np
 
-from mlp import configlib
+from mlp import hparams
 from mlp.errors import UserError
 
-# Fields that vary inside one compiled program (arrays in `train.Hyperparams`).
-ARRAY_FIELDS = (
-  'learning_rate',
-  'lr_decay',
-  'l2_reg',
-  'init_std',
-  'seed',
-  'num_iters',
-  'momentum',
-  'weight_decay',
-  'dropout',
-  'label_smoothing',
-  'warmup_iters',
-)
-# Fields that change shapes: the grid is grouped by them, one program per group.
-SHAPE_FIELDS = ('hidden_size', 'batch_size')
-SWEEPABLE = ARRAY_FIELDS + SHAPE_FIELDS
-INT_FIELDS = ('seed', 'num_iters', 'hidden_size', 'batch_size', 'warmup_iters')
 SEARCHES = ('grid', 'random')
 
 
@@ -45,9 +27,10 @@ def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
     )
   values = {}
   for field, value in config.sweep.items():
-    if field not in SWEEPABLE:
+    if field not in hparams.SWEEPABLE:
       raise UserError(
-        f'config.sweep.{field} cannot be swept: choose among {", ".join(SWEEPABLE)}'
+        f'config.sweep.{field} cannot be swept: choose among '
+        f'{", ".join(hparams.SWEEPABLE)}'
       )
     if not isinstance(value, tuple | list):
       raise UserError(
@@ -62,7 +45,7 @@ def _random_points(values: dict[str, tuple], num_samples: int, seed: int) -> lis
   rng = np.random.default_rng(seed)
   columns = {}
   for field, choices in values.items():
-    if field in INT_FIELDS:
+    if field in hparams.INTEGER:
       columns[field] = [int(x) for x in rng.choice(np.asarray(choices), num_samples)]
       continue
     if len(choices) != 2 or not 0 < choices[0] <= choices[1]:
@@ -107,7 +90,7 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
       for combo in itertools.product(*values.values())
     ]
   for point in result:
-    configlib.validate(model_config(config, point))
+    hparams.validate(model_config(config, point))
   return result
 
 
@@ -117,5 +100,5 @@ def model_config(
   """The base config with one grid point's values (an unlocked copy)."""
   single = ml_collections.ConfigDict(config.to_dict())
   for field, value in point.items():
-    single[field] = type(config[field])(value) if field in INT_FIELDS else float(value)
+    single[field] = int(value) if field in hparams.INTEGER else float(value)
   return single

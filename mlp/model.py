@@ -54,6 +54,36 @@ def init_params(
   }
 
 
+def shape_problem(params: dict, input_size: int, num_classes: int | None = None):
+  """Why `params` is not a `input_size`-H-`num_classes` network, or `None`.
+
+  Args:
+    params: arrays by name, e.g. loaded from `params.npz`.
+    input_size: D.
+    num_classes: C, or `None` for any.
+
+  Returns:
+    `None` if the shapes fit, else a description such as
+    "shapes {...}, need W1 (784, H)".
+  """
+  shapes = {k: tuple(np.shape(v)) for k, v in params.items()}
+  w1, w2 = shapes.get('W1', ()), shapes.get('W2', ())
+  fits = (
+    set(shapes) == {'W1', 'b1', 'W2', 'b2'}
+    and len(w1) == 2
+    and len(w2) == 2
+    and w1[0] == input_size
+    and w2[0] == w1[1]
+    and shapes['b1'] == (w1[1],)
+    and shapes['b2'] == (w2[1],)
+    and num_classes in (None, w2[1])
+  )
+  if fits:
+    return None
+  classes = 'C' if num_classes is None else num_classes
+  return f'shapes {shapes}, need W1 ({input_size}, H) and W2 (H, {classes})'
+
+
 def num_params(params: Params) -> int:
   """Total number of scalars in `params`."""
   return sum(x.size for x in jax.tree.leaves(params))

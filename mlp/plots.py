@@ -23,7 +23,6 @@ from mlp.errors import UserError
 
 MAX_WEIGHT_TILES = 100
 NUM_MISCLASSIFIED = 25
-NUM_BEST_CURVES = 5
 SHORT_NAMES = {
   'hidden_size': 'H',
   'learning_rate': 'lr',

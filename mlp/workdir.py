@@ -75,12 +75,24 @@ def save_params(path: str | os.PathLike, params: dict) -> None:
     np.savez(f, **{k: np.asarray(v) for k, v in params.items()})
 
 
+PARAMS_FILES = ('params.npz', 'best_params.npz')
+
+
+def params_path(workdir: Path) -> Path:
+  """`params.npz` of a train workdir, else `best_params.npz` of a sweep workdir."""
+  for name in PARAMS_FILES:
+    if (workdir / name).is_file():
+      return workdir / name
+  return workdir / PARAMS_FILES[0]  # load_params explains what is missing
+
+
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Loads `params.npz`; a clear error when it is missing or unreadable."""
   path = Path(path)
   if not path.is_file():
     raise UserError(
-      f'no saved params at {path}: train first with --mode=train --workdir={path.parent}'
+      f'no saved params at {path}: train first with --mode=train (or --mode=sweep) '
+      f'--workdir={path.parent}'
     )
   try:
     with np.load(path) as npz:

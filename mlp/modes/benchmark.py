@@ -4,7 +4,7 @@ In one run: the peak is measured (a large square matmul in the dtype in use,
 warmed up, timed with `block_until_ready`; once before the rows and once
 after, the larger kept); then, for every combination of
 hidden size, batch size and number of vmapped models in the config, the same
-compiled `train.train_segment` that train and sweep use is timed in steady
+compiled `loop.train_segment` that train and sweep use is timed in steady
 state. A step's time is the difference between a segment of `2k` and of `k`
 steps, so the evaluation and the dispatch at the end of a segment cancel out.
 Useful work is counted analytically: per example and model, forward
@@ -25,9 +25,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import configlib, grid, run, stacked, train
+from mlp import data as data_lib
+from mlp import grid, hparams, loop, model_axis
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
+from mlp.hparams import Hyperparams
+from mlp.step import core, xla_options
 
 COLUMNS = (
   'backend',
@@ -82,7 +85,7 @@ def matmul_floor_seconds(
   """Seconds per step of a loop doing only the first layer's matmuls and update.
 
   `Z^T = W1 @ x^T`, `W1 -= c * Z^T @ x` for all models stacked in one tall
-  `(models * H, D)` matrix, the layout of `wide` (a sweep's fast path), compiled
+  `(models * H, D)` matrix, the layout of `step.tall` (a sweep's fast path), compiled
   with the training loop's XLA options: the best case for the step's dominant
   work, with nothing else (no softmax, second layer, batch gather or evaluation).
   `FLOOR_UNROLL` steps per loop iteration keep the loop's own cost (on a GPU, a
@@ -104,7 +107,7 @@ def matmul_floor_seconds(
 
     return jax.lax.fori_loop(0, rounds, body, w)
 
-  options = train.compiler_options(dtype, many_models=num_models > 1)
+  options = xla_options.compiler_options(dtype, many_models=num_models > 1)
   loop = jax.jit(loop, compiler_options=options)
   rounds = 1
   while _best_time(lambda n=rounds: loop(w, x, n), 1) < 0.2 and rounds < 2**11:
@@ -112,24 +115,17 @@ def matmul_floor_seconds(
   return _best_time(lambda: loop(w, x, rounds), repeats) / (rounds * FLOOR_UNROLL)
 
 
-class CompiledTraining(NamedTuple):
-  """The training program of `num_models` models, compiled, ready to call."""
-
-  init: Callable  # () -> initial TrainState
-  call: Callable  # (state, end_step) -> (state, metrics)
-  segment: jax.stages.Compiled  # the compiled `train.train_segment`
-  static: train.Static
-  compile_seconds: float
-
-
 def compile_training(
   config, dataset, hidden_size, batch_size, num_models, compute_dtype
-) -> CompiledTraining:
+) -> tuple[loop.Program, Hyperparams, core.DeviceData]:
   """`config` at these shapes, as train (1 model) or sweep (vmapped) compiles it.
 
   The models differ in learning rate only (spread over x1..x2), so they share
   their batches, as the course's sweeps do; training is long enough for any
   timed stretch.
+
+  Returns:
+    The program, its hyperparameters and its data, on device.
   """
   base = ml_collections.ConfigDict(config.to_dict())
   base.hidden_size, base.batch_size = hidden_size, batch_size
@@ -141,38 +137,16 @@ def compile_training(
     )
     for i in range(num_models)
   ]
-  static = configlib.static(
-    configs[0],
-    len(dataset.train_labels),
-    dataset.train_images.shape[1],
-    dataset.num_classes,
-    group=configs,
-  )
-  t0 = time.perf_counter()
+  static = loop.static_for(configs, dataset)
   if num_models == 1:
-    hparams = jax.device_put(configlib.hyperparams(configs[0]))
-    data = run.device_data(dataset)
-    init, segment = run.compiled_functions(
-      static, run.abstract(hparams), run.abstract(data)
-    )
-
-    def call(state, end):
-      return segment(state, hparams, data, end_step=jnp.int32(end))
-  else:
-    mesh = stacked.model_mesh()
-    data = stacked.replicated_data(dataset, mesh)
-    fields = stacked.batched_fields(configs)
-    hparams, axes = stacked.stacked_hyperparams(configs, fields)
-    hparams = stacked.put_models(hparams, mesh, axes)
-    init, segment = stacked.vmapped_functions(static, axes, mesh)
-    init = init.lower(hparams).compile()
-    segment = segment.lower(init(hparams), hparams, data, jnp.int32(0)).compile()
-
-    def call(state, end):
-      return segment(state, hparams, data, jnp.int32(end))
-
-  compile_seconds = time.perf_counter() - t0
-  return CompiledTraining(lambda: init(hparams), call, segment, static, compile_seconds)
+    values = jax.device_put(hparams.of_config(configs[0]))
+    data = loop.device_data(dataset)
+    return loop.compile_one(static, values, data), values, data
+  mesh = model_axis.model_mesh()
+  data = model_axis.replicated_data(dataset, mesh)
+  values, axes = hparams.stack([hparams.of_config(c) for c in configs])
+  values = model_axis.put_models(values, mesh, axes)
+  return loop.compile_many(static, values, axes, data, mesh), values, data
 
 
 class TrainingTime(NamedTuple):
@@ -181,7 +155,7 @@ class TrainingTime(NamedTuple):
   step_seconds: float  # steady state, from the fastest timings (as the peak's)
   step_seconds_median: float  # steady state, median over the repeats
   compile_seconds: float
-  static: train.Static
+  static: core.Static
 
 
 def time_training(
@@ -196,15 +170,15 @@ def time_training(
   since the noise of a shared machine only ever adds time; the median of the
   repeats' differences is reported beside it.
   """
-  compiled = compile_training(
+  program, values, data = compile_training(
     config, dataset, hidden_size, batch_size, num_models, config.benchmark.dtype
   )
 
   def timed(steps: int) -> float:
-    state = compiled.init()
+    state = program.init(values)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
-    _, metrics = compiled.call(state, steps)
+    _, metrics = program.segment(state, values, data, jnp.int32(steps))
     jax.block_until_ready(metrics)
     return time.perf_counter() - t0
 
@@ -224,12 +198,12 @@ def time_training(
   return TrainingTime(
     step_seconds=max(min(longs) - min(shorts), 1e-9) / steps,
     step_seconds_median=max(float(np.median(np.subtract(longs, shorts))), 1e-9) / steps,
-    compile_seconds=compiled.compile_seconds,
-    static=compiled.static,
+    compile_seconds=program.compile_seconds,
+    static=program.static,
   )
 
 
-def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Measures the peak, times every combination, writes `benchmark.json`.
 
   Args:
@@ -245,9 +219,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
     )
   bench = config.benchmark
   _validate(bench)
-  configlib.validate(config)
+  hparams.validate(config)
   workdir = workdir_lib.prepare(workdir)
-  dataset = run.load_data(config)
+  dataset = data_lib.from_config(config)
   dtype = bench.dtype
   with jax.default_matmul_precision(bench.matmul_precision):
     matmul_error = float32_matmul_error()

@@ -119,22 +119,11 @@ def expand_paths(spec: str) -> list[str]:
 
 def check_params(params: dict, source: str = 'params') -> None:
   """Raises `UserError` unless `params` is a 784-H-C network."""
-  shapes = {k: tuple(np.shape(v)) for k, v in params.items()}
-  input_size = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-  w1, w2 = shapes.get('W1', ()), shapes.get('W2', ())
-  ok = (
-    set(shapes) == {'W1', 'b1', 'W2', 'b2'}
-    and len(w1) == 2
-    and len(w2) == 2
-    and w1[0] == input_size
-    and w2[0] == w1[1]
-    and shapes['b1'] == (w1[1],)
-    and shapes['b2'] == (w2[1],)
-  )
-  if not ok:
+  problem = model.shape_problem(params, IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+  if problem:
     raise UserError(
-      f'{source} is not a {input_size}-H-C network (shapes {shapes}, need W1 '
-      f'({input_size}, H)): pass the --workdir of a run trained on 28x28 images'
+      f'{source} is not a {IMAGE_SHAPE[0] * IMAGE_SHAPE[1]}-H-C network ({problem}): '
+      'pass the --workdir of a run trained on 28x28 images'
     )
 
 
@@ -194,15 +183,7 @@ def predict(params: dict, paths: list[str]) -> list[dict]:
   return results
 
 
-def params_path(workdir: Path) -> Path:
-  """`params.npz` of a train workdir, else `best_params.npz` of a sweep workdir."""
-  for name in ('params.npz', 'best_params.npz'):
-    if (workdir / name).is_file():
-      return workdir / name
-  return workdir / 'params.npz'  # load_params explains what is missing
-
-
-def run_predict(
+def run(
   workdir: str,
   images: str,
   as_json: bool,
@@ -236,7 +217,7 @@ def run_predict(
     raise UserError(
       f'workdir {directory} does not exist: pass the --workdir of a train or sweep run'
     )
-  path = params_path(directory)
+  path = workdir_lib.params_path(directory)
   params = workdir_lib.load_params(path)
   check_params(params, source=str(path))
   results = predict(params, paths)

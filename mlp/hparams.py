@@ -1,0 +1,298 @@
+"""The one table of hyperparameters: every other list of them derives from it.
+
+`PER_MODEL` declares each hyperparameter that may differ between the models of
+one compiled program (name, dtype, default, valid range, the value at which
+it is off, and the static choice it belongs to). From it come:
+
+- `Hyperparams`, the pytree of per-model arrays the training step reads;
+- `validate`, the check of a config's values;
+- the sweep's fields (`SWEEPABLE`, `INTEGER`) and `configs/sweep.py`'s;
+- `make`, the tests' factory.
+
+`CHOICES` declares the static choices (optimizer, schedule, sampling, init,
+compute dtype): one compiled program per value. `SHAPES` (hidden and batch
+size) change array shapes: a sweep groups its models by them. `SETTINGS` are
+the rest of a training config (evaluation, checkpoints, augmentation).
+
+Adding a swept hyperparameter is one `Field` here, one default in
+`configs/default.py` and one use site (see `grad_clip_norm` in
+`mlp/step/core.py`). This module imports no JAX, so config files may use it.
+"""
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+from mlp.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One declared hyperparameter or setting.
+
+  Attributes:
+    name: the config field's name.
+    dtype: `int` or `float`.
+    default: the value a config without the field gets.
+    low: smallest valid value.
+    high: largest valid value.
+    low_open: whether `low` itself is invalid.
+    high_open: whether `high` itself is invalid.
+    off: the value at which the option does nothing (its code is then left out
+      of the compiled program); `None` if the value always matters.
+    only_with: `(choice, values)`: the field is read only under these values of
+      a static choice (momentum only by the momentum optimizers).
+    doc: what it is, one line.
+  """
+
+  name: str
+  dtype: type
+  default: int | float
+  low: float
+  high: float = math.inf
+  low_open: bool = False
+  high_open: bool = False
+  off: int | float | None = None
+  only_with: tuple[str, tuple[str, ...]] | None = None
+  doc: str = ''
+
+  def expected(self) -> str:
+    """What a valid value looks like, for error messages."""
+    kind = 'an integer' if self.dtype is int else 'a finite number'
+    low = f'> {self.low:g}' if self.low_open else f'>= {self.low:g}'
+    if math.isinf(self.high):
+      return f'{kind} {low}'
+    if not (self.low_open or self.high_open):
+      return f'{kind} between {self.low:g} and {self.high:g}'
+    high = f'< {self.high:g}' if self.high_open else f'<= {self.high:g}'
+    return f'{kind} {low} and {high}'
+
+  def check(self, value: Any) -> None:
+    """Raises `UserError` unless `value` is valid for this field."""
+    number = numbers.Integral if self.dtype is int else numbers.Real
+    valid = (
+      not isinstance(value, bool)
+      and isinstance(value, number)
+      and math.isfinite(value)
+      and (value > self.low if self.low_open else value >= self.low)
+      and (value < self.high if self.high_open else value <= self.high)
+    )
+    if not valid:
+      raise UserError(
+        f'config field {self.name}={value!r} is invalid: expected {self.expected()} '
+        f'(set it with --config.{self.name}=VALUE)'
+      )
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """A static choice: one compiled program per value."""
+
+  name: str
+  values: tuple[str, ...]
+  doc: str = ''
+
+  @property
+  def default(self) -> str:
+    return self.values[0]
+
+  def check(self, value: Any) -> None:
+    if value not in self.values:
+      raise UserError(
+        f'config field {self.name}={value!r} is invalid: expected one of '
+        f'{", ".join(self.values)} (set it with --config.{self.name}=VALUE)'
+      )
+
+
+# Per-model hyperparameters: arrays in the compiled program, so one compile
+# serves every value, and a sweep stacks them along a model axis.
+PER_MODEL = (
+  Field('learning_rate', float, 0.1, 0.0, low_open=True, doc='initial step size'),
+  Field(
+    'lr_decay',
+    float,
+    0.95,
+    0.0,
+    1.0,
+    low_open=True,
+    only_with=('lr_schedule', ('epoch_decay',)),
+    doc='factor applied to the step size after every epoch',
+  ),
+  Field('l2_reg', float, 1e-4, 0.0, doc='lambda of the L2 penalty on W1 and W2'),
+  Field(
+    'init_std',
+    float,
+    1e-4,
+    0.0,
+    only_with=('init', ('normal',)),
+    doc='standard deviation of the initial weights',
+  ),
+  Field('seed', int, 0, 0, 2**31 - 1, doc='initial weights and mini-batch sequence'),
+  Field('num_iters', int, 2000, 1, doc='training steps (a model stops after them)'),
+  Field(
+    'momentum',
+    float,
+    0.9,
+    0.0,
+    0.99,
+    only_with=('optimizer', ('momentum', 'nesterov')),
+    doc='momentum of the momentum optimizers',
+  ),
+  Field(
+    'weight_decay',
+    float,
+    0.0,
+    0.0,
+    off=0.0,
+    only_with=('optimizer', ('adamw',)),
+    doc="decoupled weight decay of 'adamw'",
+  ),
+  Field('dropout', float, 0.0, 0.0, 0.99, off=0.0, doc='hidden units dropped'),
+  Field('label_smoothing', float, 0.0, 0.0, 0.99, off=0.0, doc='target smoothing'),
+  Field(
+    'warmup_iters',
+    int,
+    0,
+    0,
+    off=0,
+    only_with=('lr_schedule', ('cosine',)),
+    doc="linear warm-up steps of the 'cosine' schedule",
+  ),
+  Field(
+    'grad_clip_norm',
+    float,
+    0.0,
+    0.0,
+    off=0.0,
+    doc='gradients rescaled to at most this global norm (0 = no clipping)',
+  ),
+)
+
+# Static choices: part of the compiled program. The first value is the default.
+CHOICES = (
+  Choice('optimizer', ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')),
+  Choice('lr_schedule', ('epoch_decay', 'cosine')),
+  Choice('sampling', ('replacement', 'permutation')),
+  Choice('init', ('normal', 'he')),
+  Choice('compute_dtype', ('float32', 'bfloat16')),
+)
+# Where the data comes from: not part of the program.
+DATA_SOURCE = Choice('data_source', ('idx', 'tfds'))
+
+# Fields that change array shapes: a sweep compiles one program per value.
+SHAPES = (
+  Field('hidden_size', int, 300, 1, doc='H, hidden units'),
+  Field('batch_size', int, 200, 1, doc='examples per step'),
+)
+
+# The rest of a training config that has a range to check.
+SETTINGS = (
+  Field('num_val', int, 5000, 1, doc='last training images held out as val'),
+  Field('train_eval_size', int, 5000, 1, doc='training images evaluated'),
+  Field('eval_every', int, 0, 0, doc='steps between evaluations (0 = an epoch)'),
+  Field('checkpoint_every', int, 0, 0, doc='steps between checkpoints (0 = each)'),
+  Field('keep_checkpoints', int, 3, 1, doc='newest checkpoints kept'),
+  Field('augment_rotation', float, 0.0, 0.0, doc='degrees'),
+  Field('augment_scale', float, 0.0, 0.0, 1.0, high_open=True, doc='zoom range'),
+  Field('augment_shear', float, 0.0, 0.0, 90.0, high_open=True, doc='degrees'),
+  Field('augment_translation', float, 0.0, 0.0, doc='pixels'),
+  Field('elastic_alpha', float, 0.0, 0.0, doc='pixels'),
+  Field('elastic_sigma', float, 4.0, 0.0, low_open=True, doc='pixels'),
+)
+
+FIELDS = {f.name: f for f in (*PER_MODEL, *SHAPES, *SETTINGS)}
+NAMES = tuple(f.name for f in PER_MODEL)
+SWEEPABLE = NAMES + tuple(f.name for f in SHAPES)
+INTEGER = frozenset(f.name for f in (*PER_MODEL, *SHAPES) if f.dtype is int)
+
+Hyperparams = NamedTuple('Hyperparams', [(f.name, Any) for f in PER_MODEL])
+Hyperparams.__doc__ = """Per-model hyperparameters (see `PER_MODEL`): one scalar
+array each, or stacked along a model axis."""
+
+
+def validate(config: ml_collections.ConfigDict, num_train: int | None = None) -> None:
+  """Checks every declared field of a training config.
+
+  Args:
+    config: a training config (see `configs/default.py`).
+    num_train: the training split's size, once known (bounds `batch_size`).
+
+  Raises:
+    UserError: naming the first bad field, its value and what is accepted.
+  """
+  for field in FIELDS.values():
+    field.check(config[field.name])
+  for choice in (*CHOICES, DATA_SOURCE):
+    choice.check(config[choice.name])
+  if num_train is not None and config.batch_size > num_train:
+    raise UserError(
+      f'config field batch_size={config.batch_size} is invalid: expected at most the '
+      f'{num_train} training images (set it with --config.batch_size=VALUE)'
+    )
+
+
+def of_config(config: Mapping) -> Hyperparams:
+  """One model's hyperparameters as NumPy scalars (int32 or float32)."""
+  return Hyperparams(**{f.name: _scalar(f, config[f.name]) for f in PER_MODEL})
+
+
+def make(**values) -> Hyperparams:
+  """Hyperparameters with the declared defaults except `values` (for tests)."""
+  unknown = set(values) - set(NAMES)
+  if unknown:
+    raise TypeError(f'unknown hyperparameters: {sorted(unknown)}')
+  return Hyperparams(
+    **{f.name: _scalar(f, values.get(f.name, f.default)) for f in PER_MODEL}
+  )
+
+
+def stack(models: list[Hyperparams]) -> tuple[Hyperparams, Hyperparams]:
+  """Many models' hyperparameters along a model axis, and the matching in_axes.
+
+  A field that differs between the models is stacked (axis 0); one that they
+  share stays a scalar (axis `None`), so that, for example, models sharing a
+  seed share their mini-batches. At least one field is stacked, since
+  `jax.vmap` needs a batched input.
+  """
+  varying = [n for n in NAMES if len({getattr(m, n).item() for m in models}) > 1]
+  varying = varying or ['learning_rate']
+  values, axes = {}, {}
+  for name in NAMES:
+    if name in varying:
+      values[name], axes[name] = np.stack([getattr(m, name) for m in models]), 0
+    else:
+      values[name], axes[name] = getattr(models[0], name), None
+  return Hyperparams(**values), Hyperparams(**axes)
+
+
+def options_on(configs: Iterable[Mapping]) -> frozenset[str]:
+  """Per-model options switched on (away from `off`) in any of `configs`.
+
+  The compiled program includes an option's code only when it is on, so a
+  run without dropout does not pay for it.
+  """
+  configs = list(configs)
+  return frozenset(
+    f.name
+    for f in PER_MODEL
+    if f.off is not None
+    and applies(f, configs[0])
+    and any(c[f.name] != f.off for c in configs)
+  )
+
+
+def applies(field: Field, choices: Mapping) -> bool:
+  """Whether `field` is read under these static choices."""
+  if field.only_with is None:
+    return True
+  choice, values = field.only_with
+  return choices[choice] in values
+
+
+def _scalar(field: Field, value) -> np.ndarray:
+  return np.asarray(value, np.int32 if field.dtype is int else np.float32)

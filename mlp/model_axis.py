@@ -1,0 +1,101 @@
+"""The model axis of a sweep: shardings over devices, and chunk sizes.
+
+Many models train as one program with their per-model arrays stacked along a
+leading model axis (see `hparams.stack` and `step.core.STATE_AXES`). Here that
+axis is split over the mesh axis `models`, which spans every device of every
+process, and a sweep's models are cut into chunks that fit in memory.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from mlp import distributed
+from mlp.step import core
+
+
+def sharding(mesh: jax.sharding.Mesh, axis: int | None) -> NamedSharding:
+  """The model axis (at position `axis`) split over the mesh axis `models`."""
+  if axis is None:
+    return NamedSharding(mesh, PartitionSpec())
+  return NamedSharding(mesh, PartitionSpec(*[None] * axis, 'models'))
+
+
+def model_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh, axis `models`, over every device of every process."""
+  return jax.make_mesh(
+    (jax.device_count(),), ('models',), (jax.sharding.AxisType.Auto,)
+  )
+
+
+def replicated_data(dataset, mesh: jax.sharding.Mesh) -> core.DeviceData:
+  """The train and val splits on every device of `mesh` (images stay uint8)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  arrays = (
+    dataset.train_images,
+    dataset.train_labels,
+    dataset.val_images,
+    dataset.val_labels,
+  )
+  return core.DeviceData(*(distributed.put(x, replicated) for x in arrays))
+
+
+def state_shardings(mesh: jax.sharding.Mesh) -> core.TrainState:
+  """Where each part of a many-model state lives: by model, the step replicated."""
+  by_model = sharding(mesh, 0)
+  return core.TrainState(
+    params=by_model,
+    opt_state=by_model,
+    step=sharding(mesh, None),
+    train_loss=by_model,
+    order=by_model,
+  )
+
+
+def _is_axis(x) -> bool:
+  return x is None or isinstance(x, int)
+
+
+def models_per_chunk(
+  config, static: core.Static, num_val: int, num_devices: int
+) -> int:
+  """How many models train at once: `config.models_per_chunk`, or what fits.
+
+  The estimate counts each model's params, gradients and optimizer state, its
+  activations for a batch, and its evaluation activations, against half the
+  device's memory (a quarter of host RAM on CPU).
+  """
+  if config.get('models_per_chunk', 0) > 0:
+    chunk = config.models_per_chunk
+  else:
+    h, d, c = static.hidden_size, static.input_size, static.num_classes
+    params = d * h + h + h * c + c
+    activations = static.batch_size * (d + 3 * h + 3 * c)
+    evaluation = (static.train_eval_size + num_val) * (h + c)
+    per_model = 4 * (4 * params + activations + evaluation)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    budget = stats.get('bytes_limit', 0) * 0.5 or (
+      os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') * 0.25
+    )
+    chunk = max(int(budget // per_model), 1)
+  return max(chunk // num_devices, 1) * num_devices
+
+
+def put_models(tree, mesh, axes):
+  """Model-axis arrays sharded over the mesh's `models` axis, the rest replicated."""
+
+  def put(x, axis):
+    return distributed.put(x, sharding(mesh, axis))
+
+  return jax.tree.map(put, tree, axes, is_leaf=_is_axis)
+
+
+def finite_per_model(params: dict) -> np.ndarray:
+  """`(models,)` bools: whether all of each model's params are finite."""
+  finite = [
+    jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim))) for v in params.values()
+  ]
+  return np.asarray(distributed.to_host(jnp.all(jnp.stack(finite), axis=0)))

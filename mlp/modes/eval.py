@@ -1,0 +1,64 @@
+"""`--mode=eval`: val and test accuracy of the params saved in a workdir.
+
+A train workdir's `params.npz`, or a sweep workdir's `best_params.npz`,
+evaluated on the dataset of the workdir's `config.json` (or of `--config`).
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from mlp import data, evaluation, model
+from mlp import workdir as workdir_lib
+from mlp.errors import UserError
+
+
+def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
+  """Evaluates the saved params of `workdir` and prints the accuracies.
+
+  Args:
+    config: the config to take the dataset from; `None` reads the workdir's
+      `config.json`.
+    workdir: a directory written by `--mode=train` or `--mode=sweep`.
+
+  Returns:
+    `{'val_accuracy', 'test_accuracy', 'hidden_size', 'params'}` (`params`:
+    the file evaluated).
+  """
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    raise UserError(
+      f'workdir {workdir} does not exist: train first with --mode=train '
+      f'--workdir={workdir}'
+    )
+  path = workdir_lib.params_path(workdir)
+  params = workdir_lib.load_params(path)
+  if config is None:
+    config_path = workdir / 'config.json'
+    if not config_path.is_file():
+      raise UserError(f'no config.json in {workdir}: pass --config=configs/NAME.py')
+    config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
+  dataset = data.from_config(config)
+  problem = model.shape_problem(
+    params, dataset.train_images.shape[1], dataset.num_classes
+  )
+  if problem:
+    raise UserError(
+      f'params in {path} do not fit {config.dataset} ({problem}): train again with '
+      '--mode=train'
+    )
+  result = {
+    'params': str(path),
+    'hidden_size': int(params['W1'].shape[1]),
+    'val_accuracy': evaluation.split_accuracy(
+      params, dataset.val_images, dataset.val_labels
+    ),
+    'test_accuracy': evaluation.split_accuracy(
+      params, dataset.test_images, dataset.test_labels
+    ),
+  }
+  print(
+    f'val_accuracy {result["val_accuracy"]:.4f}  '
+    f'test_accuracy {result["test_accuracy"]:.4f}  ({path.name})'
+  )
+  return result

@@ -1,0 +1,275 @@
+"""`--mode=sweep`: every model of a hyperparameter grid trained at once.
+
+The grid (`grid.points`) is grouped by the fields that change shapes (hidden
+size, batch size): one compiled program per group, whose per-model
+hyperparameters are stacked along a model axis. Each group is trained in
+chunks that fit in memory, padded to a multiple of the device count and
+sharded across devices (and hosts). Every chunk is a job of the training loop
+(`loop.Trainer`), so a killed sweep resumes where it stopped.
+"""
+
+import dataclasses
+import math
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mlp import (
+  checkpoint,
+  data,
+  distributed,
+  evaluation,
+  grid,
+  hparams,
+  loop,
+  model_axis,
+  provenance,
+  report,
+)
+from mlp import results as results_lib
+from mlp import workdir as workdir_lib
+from mlp.progress import Progress
+
+OUTPUTS = (
+  'results.csv',
+  'results.md',
+  'curves.jsonl',
+  'summary.json',
+  'best_params.npz',
+)
+
+
+@dataclasses.dataclass
+class ModelResult:
+  """One grid point's outcome; `history` holds each metric per evaluation."""
+
+  index: int
+  config: ml_collections.ConfigDict
+  val_accuracy: float
+  train_accuracy: float
+  final_loss: float
+  diverged: bool
+  history: dict[str, list]
+
+  def to_json(self) -> dict:
+    return {k: v for k, v in dataclasses.asdict(self).items() if k != 'config'}
+
+
+def _chunk_results(chunk, indices, history, finite) -> list[ModelResult]:
+  curves = {
+    k: np.stack([np.asarray(h[k]) for h in history], axis=1) for k in history[0]
+  }
+  results = []
+  for i, config in enumerate(chunk):
+    loss = float(curves['train_loss'][i, -1])
+    results.append(
+      ModelResult(
+        index=indices[i],
+        config=config,
+        val_accuracy=float(curves['val_accuracy'][i, -1]),
+        train_accuracy=float(curves['train_accuracy'][i, -1]),
+        final_loss=loss,
+        diverged=not (math.isfinite(loss) and bool(finite[i])),
+        history={k: v[i].tolist() for k, v in curves.items()},
+      )
+    )
+  return results
+
+
+class Best:
+  """The best model so far (by val accuracy, never a diverged one), kept on disk.
+
+  Its params live in `checkpoints/best_params.npz`, beside the checkpoints
+  that name its index, so a resumed sweep finds them again.
+  """
+
+  def __init__(self, directory, index: int | None = None):
+    self.path = directory / 'best_params.npz'
+    self.index = index
+    self.params = None if index is None else workdir_lib.load_params(self.path)
+
+  def offer(self, result: ModelResult, best_so_far: ModelResult | None, params_of):
+    if result.diverged or (
+      best_so_far is not None and result.val_accuracy <= best_so_far.val_accuracy
+    ):
+      return
+    self.index, self.params = result.index, params_of()
+    if distributed.is_writer():
+      self.path.parent.mkdir(exist_ok=True)
+      workdir_lib.save_params(self.path, self.params)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
+  """Trains every model of `config.sweep` and writes the sweep's workdir files.
+
+  Writes `config.json`, `results.csv`, `results.md` (sorted by validation
+  accuracy), `curves.jsonl` (each model's learning curves), `summary.json`,
+  `best_params.npz`, `report.md`, `plots/` and `checkpoints/` (resumed when
+  the same command runs again).
+
+  Args:
+    config: a sweep config (see `configs/sweep.py`).
+    workdir: output directory.
+    restart: delete a previous sweep's outputs in `workdir` and start over.
+
+  Returns:
+    The summary dict.
+  """
+  points = grid.points(config)
+  configs = [grid.model_config(config, p) for p in points]
+  workdir = workdir_lib.prepare(workdir)
+  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
+  dataset = data.from_config(config)
+  num_train = len(dataset.train_labels)
+  for c in configs:
+    hparams.validate(c, num_train=num_train)
+  if distributed.is_writer():
+    workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+
+  devices = jax.devices()
+  mesh = model_axis.model_mesh()
+  device = model_axis.replicated_data(dataset, mesh)
+  groups: dict[tuple, list[int]] = {}
+  for i, c in enumerate(configs):
+    groups.setdefault((c.hidden_size, c.batch_size), []).append(i)
+  statics = {
+    key: loop.static_for([configs[i] for i in idx], dataset)
+    for key, idx in groups.items()
+  }
+  total = sum(
+    len(idx) * statics[k].max_iters * statics[k].batch_size for k, idx in groups.items()
+  )
+  progress = Progress(total, unit='model-examples')
+  trainer = loop.Trainer(
+    workdir / checkpoint.DIRNAME,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    progress,
+  )
+  trainer.resume_from(resume_from)
+  results = {
+    r['index']: ModelResult(config=configs[r['index']], **r)
+    for job in trainer.finished.values()
+    for r in job['results']
+  }
+  jobs = list(trainer.finished.values())
+  best = Best(trainer.directory, jobs[-1]['best'] if jobs else None)
+  if resume_from is not None:
+    logging.info(
+      'Resuming from %s: %d of %d models done.', resume_from, len(results), len(configs)
+    )
+  logging.info(
+    'Sweep of %d models in %d shape group(s) on %d %s device(s); varying: %s.',
+    len(configs),
+    len(groups),
+    len(devices),
+    jax.default_backend(),
+    ', '.join(grid.swept_values(config)),
+  )
+
+  compile_seconds = 0.0
+  started = time.perf_counter()
+  for key, idx in groups.items():
+    static = statics[key]
+    chunk_size = min(
+      model_axis.models_per_chunk(
+        config, static, len(dataset.val_labels), len(devices)
+      ),
+      math.ceil(len(idx) / len(devices)) * len(devices),
+    )
+    program = None
+    for start in range(0, len(idx), chunk_size):
+      chunk_indices = idx[start : start + chunk_size]
+      job = f'models {chunk_indices[0]}-{chunk_indices[-1]}'
+      if job in trainer.finished:
+        progress.done += len(chunk_indices) * static.max_iters * static.batch_size
+        continue
+      chunk = [configs[i] for i in chunk_indices]
+      padded = chunk + [chunk[-1]] * (chunk_size - len(chunk))  # one shape, one compile
+      values, axes = hparams.stack([hparams.of_config(c) for c in padded])
+      values = model_axis.put_models(values, mesh, axes)
+      if program is None:
+        program = loop.compile_many(static, values, axes, device, mesh)
+        compile_seconds += program.compile_seconds
+        progress.start_time += program.compile_seconds  # rates count training only
+
+      def describe(metrics, static=static, chunk_indices=chunk_indices):
+        return (
+          f'H {static.hidden_size}, models {chunk_indices[0] + 1}-'
+          f'{chunk_indices[-1] + 1}: step {max(metrics["step"])}/{static.max_iters}, '
+          f'best val acc {np.nanmax(metrics["val_accuracy"]):.4f}'
+        )
+
+      outcome = trainer.train(job, program, values, device, describe=describe)
+      finite = model_axis.finite_per_model(outcome.state.params)
+      chunk_results = _chunk_results(chunk, chunk_indices, outcome.history, finite)
+      for i, result in enumerate(chunk_results):
+        best.offer(
+          result,
+          results.get(best.index),
+          lambda i=i, p=outcome.state.params: distributed.to_host(
+            jax.tree.map(lambda x: x[i], p)
+          ),
+        )
+        results[result.index] = result
+      trainer.finish(
+        job, {'results': [r.to_json() for r in chunk_results], 'best': best.index}
+      )
+  progress.close()
+  sweep_seconds = time.perf_counter() - started
+  return _finish(
+    config,
+    workdir,
+    dataset,
+    list(results.values()),
+    best,
+    {
+      'num_models': len(configs),
+      'sweep_seconds': sweep_seconds,
+      'compile_seconds': compile_seconds,
+      'model_examples_per_second': total / max(sweep_seconds - compile_seconds, 1e-9),
+      'jax_version': jax.__version__,
+      'resumed': resume_from is not None,
+      **provenance.record(),
+    },
+  )
+
+
+def _finish(config, workdir, dataset, results, best: Best, summary: dict) -> dict:
+  """Writes the results table, the best model's params and the summary."""
+  results = sorted(results, key=lambda r: (r.diverged, -r.val_accuracy, r.index))
+  summary['num_diverged'] = sum(r.diverged for r in results)
+  swept = results_lib.columns(grid.swept_values(config))
+  if best.index is not None:
+    best_result = next(r for r in results if r.index == best.index)
+    summary['best'] = {
+      **{f: best_result.config[f] for f in swept},
+      'val_accuracy': best_result.val_accuracy,
+      'test_accuracy': evaluation.split_accuracy(
+        best.params, dataset.test_images, dataset.test_labels
+      ),
+    }
+    if distributed.is_writer():
+      workdir_lib.save_params(workdir / 'best_params.npz', best.params)
+  else:
+    summary['best'] = None
+    logging.error('Every model diverged: lower the learning rates of the sweep.')
+  if distributed.is_writer():
+    results_lib.write(workdir, results, swept)
+    workdir_lib.write_json(workdir / 'summary.json', summary)
+    if config.write_plots:
+      from mlp import sweep_plots  # matplotlib takes a few tenths of a second.
+
+      sweep_plots.write_sweep_plots(workdir)
+    report.write_sweep_report(workdir)
+  print(results_lib.markdown_table(results[:10], swept))
+  logging.info(
+    'Sweep of %d models done in %.1fs (compile %.1fs).',
+    len(results),
+    summary['sweep_seconds'],
+    summary['compile_seconds'],
+  )
+  return summary

@@ -1,0 +1,162 @@
+"""`--mode=train`: the training loop with one model, and the workdir it leaves.
+
+Writes `config.json`, `metrics.jsonl` (one line per evaluation, appended as
+training goes), `checkpoints/`, `params.npz`, `summary.json`, `report.md` and
+`plots/`. A workdir that holds checkpoints of the same config is resumed from
+the newest one, with bitwise the same result as an uninterrupted run.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+from absl import logging
+
+from mlp import checkpoint, data, evaluation, hparams, loop, model, provenance, report
+from mlp import workdir as workdir_lib
+from mlp.progress import Progress
+
+OUTPUTS = ('metrics.jsonl', 'params.npz', 'summary.json')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
+  """Trains one model as `config` says and writes the workdir files.
+
+  Args:
+    config: a training config (see `configs/default.py`).
+    workdir: output directory (created if needed).
+    restart: delete a previous run's outputs in `workdir` and start over.
+
+  Returns:
+    The summary dict (also written as `summary.json`).
+  """
+  started = time.perf_counter()
+  hparams.validate(config)
+  workdir = workdir_lib.prepare(workdir)
+  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
+  dataset = data.from_config(config)
+  hparams.validate(config, num_train=len(dataset.train_labels))
+  device = loop.device_data(dataset)
+  jax.block_until_ready(device)
+  data_seconds = time.perf_counter() - started
+  logging.info(
+    'Loaded %s (%s): %d train, %d val, %d test in %.2fs.',
+    config.dataset,
+    config.data_source,
+    len(dataset.train_labels),
+    len(dataset.val_labels),
+    len(dataset.test_labels),
+    data_seconds,
+  )
+  workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+
+  static = loop.static_for([config], dataset)
+  values = jax.device_put(hparams.of_config(config))
+  program = loop.compile_one(static, values, device)
+  logging.info('Compiled the training step in %.2fs.', program.compile_seconds)
+
+  metrics_path = workdir / 'metrics.jsonl'
+  progress = Progress(static.max_iters * static.batch_size)
+  trainer = loop.Trainer(
+    workdir / checkpoint.DIRNAME,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    progress,
+  )
+  step = trainer.resume_from(resume_from)
+  if step is None:
+    metrics_path.unlink(missing_ok=True)
+  else:
+    checkpoint.truncate_jsonl(metrics_path, step)
+    progress.start_time -= _elapsed_before(metrics_path)
+    logging.info('Resuming from %s at step %d.', resume_from, step)
+
+  def on_evaluation(metrics: dict) -> None:
+    metrics['epoch'] = metrics['step'] / static.iters_per_epoch
+    metrics['elapsed_s'] = progress.elapsed()
+    workdir_lib.append_jsonl(metrics_path, metrics)
+
+  def describe(m: dict) -> str:
+    return (
+      f'step {m["step"]}/{static.max_iters} (epoch {m["step"] / static.iters_per_epoch:.1f}): '
+      f'loss {m["train_loss"]:.4f}, train acc {m["train_accuracy"]:.4f}, '
+      f'val acc {m["val_accuracy"]:.4f}, lr {m["learning_rate"]:.3g}'
+    )
+
+  outcome = trainer.train(
+    'model',
+    program,
+    values,
+    device,
+    describe=describe,
+    on_evaluation=on_evaluation,
+    stop_on_divergence=True,
+  )
+  progress.close()
+  train_seconds = progress.elapsed()
+  last = outcome.history[-1]
+  if outcome.diverged:
+    logging.error(
+      'Training diverged at step %d (loss %s): lower learning_rate (now %g).',
+      last['step'],
+      last['train_loss'],
+      config.learning_rate,
+    )
+
+  params = jax.device_get(outcome.state.params)
+  steps = int(outcome.state.step)
+  summary = {
+    'val_accuracy': evaluation.split_accuracy(
+      params, dataset.val_images, dataset.val_labels
+    ),
+    'test_accuracy': evaluation.split_accuracy(
+      params, dataset.test_images, dataset.test_labels
+    ),
+    'train_accuracy': evaluation.split_accuracy(
+      params, dataset.train_images, dataset.train_labels
+    ),
+    'final_loss': last['train_loss'],
+    'diverged': outcome.diverged,
+    'steps': steps,
+    'num_params': model.num_params(params),
+    'data_seconds': data_seconds,
+    'compile_seconds': program.compile_seconds,
+    'train_seconds': train_seconds,
+    'examples_per_second': steps * static.batch_size / train_seconds,
+    'jax_version': jax.__version__,
+    'resumed_from_step': outcome.resumed_at,
+    **provenance.record(),
+  }
+  workdir_lib.save_params(workdir / 'params.npz', params)
+  workdir_lib.write_json(workdir / 'summary.json', summary)
+  if config.write_plots:
+    from mlp import plots  # matplotlib takes a few tenths of a second to import.
+
+    plots.write_train_plots(workdir, dataset)
+  report.write_train_report(workdir)
+  logging.info(
+    'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs): val %.4f, test %.4f.',
+    time.perf_counter() - started,
+    data_seconds,
+    program.compile_seconds,
+    train_seconds,
+    summary['val_accuracy'],
+    summary['test_accuracy'],
+  )
+  print(
+    f'val_accuracy {summary["val_accuracy"]:.4f}  '
+    f'test_accuracy {summary["test_accuracy"]:.4f}'
+  )
+  plots_note = f' and plots in {workdir / "plots"}/' if config.write_plots else ''
+  print(f'Report: {workdir / "report.md"}{plots_note}')
+  return summary
+
+
+def _elapsed_before(metrics_path: Path) -> float:
+  """Training seconds already spent, from the last line of a resumed run."""
+  if not metrics_path.is_file():
+    return 0.0
+  lines = metrics_path.read_text().splitlines()
+  return json.loads(lines[-1])['elapsed_s'] if lines else 0.0
