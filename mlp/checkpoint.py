@@ -57,7 +57,7 @@ def save(directory: Path, tree, metadata: dict, keep: int = 3) -> Path:
   number = int(_NAME.match(existing[-1].name)[1]) + 1 if existing else 1
   path = directory / f'ckpt_{number:09d}.npz'
   if distributed.is_writer():
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
     arrays['__metadata__'] = np.asarray(json.dumps(metadata))
     with workdir_lib.atomic_open(path, 'wb') as f:

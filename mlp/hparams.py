@@ -25,7 +25,6 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-import ml_collections
 import numpy as np
 
 from mlp.errors import UserError
@@ -215,11 +214,11 @@ Hyperparams.__doc__ = """Per-model hyperparameters (see `PER_MODEL`): one scalar
 array each, or stacked along a model axis."""
 
 
-def validate(config: ml_collections.ConfigDict, num_train: int | None = None) -> None:
+def validate(config: Mapping, num_train: int | None = None) -> None:
   """Checks every declared field of a training config.
 
   Args:
-    config: a training config (see `configs/default.py`).
+    config: a training config (see `configs/default.py`), or its dict.
     num_train: the training split's size, once known (bounds `batch_size`).
 
   Raises:
@@ -229,9 +228,9 @@ def validate(config: ml_collections.ConfigDict, num_train: int | None = None) ->
     field.check(config[field.name])
   for choice in (*CHOICES, DATA_SOURCE):
     choice.check(config[choice.name])
-  if num_train is not None and config.batch_size > num_train:
+  if num_train is not None and config['batch_size'] > num_train:
     raise UserError(
-      f'config field batch_size={config.batch_size} is invalid: expected at most the '
+      f'config field batch_size={config["batch_size"]} is invalid: expected at most the '
       f'{num_train} training images (set it with --config.batch_size=VALUE)'
     )
 

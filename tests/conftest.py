@@ -89,11 +89,53 @@ def error_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """`main.py` runs cache compiled programs in a session folder, not in ~/.cache."""
+  """Compiled programs are cached in a session folder, not in ~/.cache.
+
+  `main.py` runs find it through `XDG_CACHE_HOME`; this process uses it too,
+  so a program that several tests compile is compiled once.
+  """
+  from mlp import compile_cache
+
   directory = tmp_path_factory.mktemp('xdg_cache')
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('XDG_CACHE_HOME', str(directory))
-    yield directory / 'mlp-jax'
+    yield compile_cache.enable(str(directory / 'mlp-jax'))
+
+
+# A tiny sweep from the command line: two hidden sizes x two learning rates x
+# two lambdas, two models a chunk (four chunks), 60 steps evaluated every 20,
+# no plots (tests/test_plots.py draws them).
+SWEEP = [
+  '--mode=sweep',
+  '--config=configs/sweep.py',
+  '--config.num_iters=60',
+  '--config.eval_every=20',
+  '--config.batch_size=32',
+  '--config.train_eval_size=500',
+  '--config.sweep.hidden_size=(8, 16)',
+  '--config.sweep.learning_rate=(0.1, 0.3)',
+  '--config.sweep.l2_reg=(1e-4, 1e-2)',
+  '--config.models_per_chunk=2',
+  '--config.write_plots=False',
+]
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(tmp_path_factory):
+  """`main.py --config=configs/test.py` (60 steps, H 16), its workdir and output."""
+  workdir = tmp_path_factory.mktemp('train')
+  result = run_main('--config=configs/test.py', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+@pytest.fixture(scope='session')
+def sweep_workdir(tmp_path_factory):
+  """`main.py SWEEP`: its workdir and output."""
+  workdir = tmp_path_factory.mktemp('sweep')
+  result = run_main(*SWEEP, f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
 
 
 @pytest.fixture(scope='session')
@@ -102,6 +144,21 @@ def mnist():
   from mlp import data
 
   return data.load_dataset('mnist')
+
+
+@pytest.fixture
+def mnist_loaded_once(monkeypatch, mnist):
+  """In-process runs of the modes get the session's MNIST instead of reading
+  (and verifying) the files again; other data settings load as usual."""
+  from mlp import data as data_lib
+
+  load = data_lib.from_config
+
+  def from_config(config):
+    default = (config.dataset, config.data_source, config.data_dir, config.num_val)
+    return mnist if default == ('mnist', 'idx', '', 5000) else load(config)
+
+  monkeypatch.setattr(data_lib, 'from_config', from_config)
 
 
 @pytest.fixture(scope='session')

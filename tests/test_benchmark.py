@@ -1,15 +1,9 @@
 """--mode=benchmark on a tiny config, and its FLOP count by hand."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-from mlp import benchmark
-from tests.test_options import static
-from tests.test_train import hparams, train_jit
-
-REPO = Path(__file__).resolve().parent.parent
+from mlp.modes import benchmark
+from tests.conftest import run_main
 
 
 def test_flops_per_example_by_hand():
@@ -19,24 +13,16 @@ def test_flops_per_example_by_hand():
 
 
 def test_benchmark_mode_writes_the_contract_rows(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      'main.py',
-      '--mode=benchmark',
-      '--config=configs/benchmark.py',
-      f'--workdir={tmp_path}',
-      '--config.benchmark.hidden_sizes=(16,)',
-      '--config.benchmark.batch_sizes=(32,)',
-      '--config.benchmark.num_models=(1, 3)',
-      '--config.benchmark.steps=4',
-      '--config.benchmark.repeats=1',
-      '--config.benchmark.peak_matmul_size=256',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
+  result = run_main(
+    '--mode=benchmark',
+    '--config=configs/benchmark.py',
+    f'--workdir={tmp_path}',
+    '--config.benchmark.hidden_sizes=(16,)',
+    '--config.benchmark.batch_sizes=(32,)',
+    '--config.benchmark.num_models=(1, 3)',
+    '--config.benchmark.steps=4',
+    '--config.benchmark.repeats=1',
+    '--config.benchmark.peak_matmul_size=256',
   )
   assert result.returncode == 0, result.stderr[-3000:]
   rows = json.loads((tmp_path / 'benchmark.json').read_text())
@@ -73,9 +59,3 @@ def test_float32_matmul_error_tells_reduced_precision_apart():
     return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)).astype(a.dtype)
 
   assert benchmark.float32_matmul_error(64, bfloat16_inputs) > 1e-5
-
-
-def test_bfloat16_matmuls_train(data):
-  _, history = train_jit(hparams(), data, static=static(compute_dtype='bfloat16'))
-  assert history['train_loss'][-1] < 0.7 * history['train_loss'][0]
-  assert history['val_accuracy'][-1] > 0.6

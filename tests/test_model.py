@@ -135,10 +135,10 @@ def test_accuracy():
 
 
 def test_split_accuracy_counts_every_example_once():
-  from mlp import run
+  from mlp import evaluation
 
   rng = np.random.default_rng(0)
-  n = 2 * run.EVAL_CHUNK + 1234  # two whole chunks and a padded one
+  n = 2 * evaluation.CHUNK + 1234  # two whole chunks and a padded one
   images = rng.integers(0, 256, (n, 12)).astype(np.uint8)
   params = jax.device_get(model.init_params(jax.random.key(1), 12, 8, 3, 0.5))
   x = images / np.float32(255.0)
@@ -146,4 +146,6 @@ def test_split_accuracy_counts_every_example_once():
   labels = rng.integers(0, 3, n).astype(np.int32)
   expected = np.mean(np.argmax(scores, 1) == labels)
   assert 0.2 < expected < 0.5
-  assert run.split_accuracy(params, images, labels) == pytest.approx(expected, abs=1e-9)
+  assert evaluation.split_accuracy(params, images, labels) == pytest.approx(
+    expected, abs=1e-9
+  )

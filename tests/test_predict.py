@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
-from mlp import predict, run
+from configs import model_b
 from mlp.errors import UserError
+from mlp.modes import predict, train
+from tests.conftest import error_lines, run_main
 
 DIGITS = range(20)  # test images rendered as "photos"
 
@@ -31,9 +32,11 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
-  """A workdir trained with configs/default.py (about 0.93 test accuracy)."""
+  """configs/model_b.py (H 100) for 800 steps (val accuracy 0.92), no plots."""
   workdir = tmp_path_factory.mktemp('trained')
-  run.train_and_evaluate(default.get_config(), str(workdir))
+  config = model_b.get_config()
+  config.num_iters, config.write_plots = 800, False
+  train.run(config, str(workdir))
   return workdir
 
 
@@ -102,7 +105,7 @@ def test_expand_paths(image_dir):
 
 def test_predictions_agree_with_labels(trained_workdir, image_dir):
   out, err = io.StringIO(), io.StringIO()
-  code = predict.run_predict(trained_workdir, f'{image_dir}/*.png', False, out, err)
+  code = predict.run(trained_workdir, f'{image_dir}/*.png', False, out, err)
   assert code == 0 and err.getvalue() == ''
   lines = [line.split('\t') for line in out.getvalue().splitlines()]
   assert len(lines) == len(DIGITS)
@@ -118,7 +121,7 @@ def test_missing_and_unreadable_files(trained_workdir, image_dir, tmp_path):
   good = sorted(image_dir.glob('*.png'))[:2]
   spec = ','.join([str(tmp_path / 'missing.png'), str(not_image), *map(str, good)])
   stream = io.StringIO()  # one stream for both, to check the order
-  code = predict.run_predict(trained_workdir, spec, False, stream, stream)
+  code = predict.run(trained_workdir, spec, False, stream, stream)
   assert code == 1
   lines = stream.getvalue().splitlines()
   assert [line.split('\t')[0] for line in lines[:2]] == [str(p) for p in good]
@@ -129,7 +132,7 @@ def test_missing_and_unreadable_files(trained_workdir, image_dir, tmp_path):
 def test_json_output(trained_workdir, image_dir):
   out, err = io.StringIO(), io.StringIO()
   spec = f'{image_dir}/d00_*.png,{image_dir}/d01_*.png'
-  assert predict.run_predict(trained_workdir, spec, True, out, err) == 0
+  assert predict.run(trained_workdir, spec, True, out, err) == 0
   results = json.loads(out.getvalue())
   assert len(results) == 2
   for result in results:
@@ -145,7 +148,7 @@ def test_sweep_workdir_and_bad_params(trained_workdir, image_dir, tmp_path):
   shutil.copy(trained_workdir / 'params.npz', sweep_dir / 'best_params.npz')
   out = io.StringIO()
   image = next(image_dir.glob('*.png'))
-  assert predict.run_predict(sweep_dir, str(image), False, out, io.StringIO()) == 0
+  assert predict.run(sweep_dir, str(image), False, out, io.StringIO()) == 0
   assert out.getvalue().startswith(f'{image}\t')
 
   wrong = tmp_path / 'wrong'
@@ -154,8 +157,22 @@ def test_sweep_workdir_and_bad_params(trained_workdir, image_dir, tmp_path):
   params |= {'W2': np.zeros((8, 10)), 'b2': np.zeros(10)}
   np.savez(wrong / 'params.npz', **params)
   with pytest.raises(UserError, match=r'need W1 \(784, H\)'):
-    predict.run_predict(wrong, str(image), False, io.StringIO(), io.StringIO())
+    predict.run(wrong, str(image), False, io.StringIO(), io.StringIO())
   with pytest.raises(UserError, match='no saved params'):
-    predict.run_predict(tmp_path, str(image), False, io.StringIO(), io.StringIO())
+    predict.run(tmp_path, str(image), False, io.StringIO(), io.StringIO())
   with pytest.raises(UserError, match='does not exist'):
-    predict.run_predict(tmp_path / 'nope', str(image), False)
+    predict.run(tmp_path / 'nope', str(image), False)
+
+
+def test_predict_from_the_command_line(tmp_path, trained_workdir, image_dir):
+  good = sorted(image_dir.glob('*.png'))[0]
+  missing = tmp_path / 'missing.png'
+  args = ['--mode=predict', f'--workdir={trained_workdir}']
+  result = run_main(*args, f'--images={good},{missing}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  path, label, probability = result.stdout.strip().split('\t')
+  assert path == str(good) and 0 <= int(label) <= 9 and 0 < float(probability) <= 1
+  assert error_lines(result.stderr) == [f'Error: {missing}: no such file']
+  as_json = run_main(*args, f'--images={good}', '--json')
+  assert as_json.returncode == 0, as_json.stderr
+  assert len(json.loads(as_json.stdout)[0]['probabilities']) == 10

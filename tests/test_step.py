@@ -189,9 +189,7 @@ def _three_models(**varying):
 
 
 def test_tall_equals_the_core_vmapped(data):
-  options = static(
-    max_iters=80, eval_every=70, options=frozenset({'label_smoothing'})
-  )
+  options = static(max_iters=80, eval_every=70, options=frozenset({'label_smoothing'}))
   hp, axes = _three_models(
     learning_rate=(0.1, 0.3, 0.5),
     l2_reg=(0.0, 1e-3, 1e-2),
@@ -213,9 +211,7 @@ def test_tall_with_bfloat16_matmuls_tracks_the_core(data):
   np.testing.assert_allclose(fast_losses, slow_losses, rtol=1e-2)
   for name in slow.params:
     scale = float(np.max(np.abs(slow.params[name])))
-    np.testing.assert_allclose(
-      fast.params[name], slow.params[name], atol=0.02 * scale
-    )
+    np.testing.assert_allclose(fast.params[name], slow.params[name], atol=0.02 * scale)
 
 
 def test_the_chooser_reads_each_paths_declaration():

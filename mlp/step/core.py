@@ -221,7 +221,7 @@ def loss_options(hparams: Hyperparams, static: Static, key: jax.Array) -> dict:
 
 def clip_by_global_norm(grads: model.Params, max_norm: jax.Array) -> model.Params:
   """`grads` rescaled to at most global norm `max_norm` (0: unchanged)."""
-  norm = optax.global_norm(grads)
+  norm = optax.tree.norm(grads)
   scale = jnp.where((max_norm > 0) & (norm > max_norm), max_norm / norm, 1.0)
   return jax.tree.map(lambda g: g * scale, grads)
 

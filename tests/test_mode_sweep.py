@@ -1,0 +1,205 @@
+"""--mode=sweep: each vmapped model equals its run alone; chunks, devices, resume."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import sweep as sweep_lib
+from mlp import grid, loop
+from mlp.errors import UserError
+from mlp.modes import sweep, train
+from tests.conftest import REPO, SWEEP, child_env, run_main
+
+GRID = {'hidden_size': (8, 16), 'learning_rate': (0.1, 0.3), 'l2_reg': (1e-4, 1e-2)}
+
+
+def sweep_config(**changes) -> ml_collections.ConfigDict:
+  """The config of `SWEEP` (so its programs come from the compilation cache),
+  with `changes` (`sweep.FIELD` for the swept tuples)."""
+  config = sweep_lib.get_config()
+  config.update(
+    num_iters=60,
+    eval_every=20,
+    batch_size=32,
+    train_eval_size=500,
+    models_per_chunk=2,
+    write_plots=False,
+  )
+  config.sweep.update(GRID)
+  for field, value in changes.items():
+    if field.startswith('sweep.'):
+      config.sweep[field.removeprefix('sweep.')] = value
+    else:
+      config[field] = value
+  return config
+
+
+def read_results(workdir: Path) -> list[dict]:
+  with open(workdir / 'results.csv') as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def cli_sweep(sweep_workdir):
+  return sweep_workdir
+
+
+def test_every_model_equals_its_run_alone(cli_sweep, tmp_path, mnist_loaded_once):
+  workdir, _ = cli_sweep
+  rows = read_results(workdir)
+  assert len(rows) == 8
+  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  config.write_plots = False
+  for row in rows:
+    point = {f: row[f] for f in GRID}
+    alone = grid.model_config(config, {f: float(v) for f, v in point.items()})
+    result = train.run(alone, str(tmp_path / '_'.join(point.values())))
+    assert float(row['val_accuracy']) == pytest.approx(
+      result['val_accuracy'], abs=1e-9
+    ), row
+  summary = json.loads((workdir / 'summary.json').read_text())
+  best = summary['best']
+  alone_dir = tmp_path / '_'.join(
+    next(r for r in rows if float(r['val_accuracy']) == best['val_accuracy'])[f]
+    for f in GRID
+  )
+  alone_params = np.load(alone_dir / 'params.npz')
+  best_params = np.load(workdir / 'best_params.npz')
+  for name in ('W1', 'b1', 'W2', 'b2'):
+    np.testing.assert_allclose(
+      best_params[name], alone_params[name], rtol=1e-5, atol=1e-6
+    )
+
+
+def test_results_files_follow_the_contract(cli_sweep):
+  workdir, result = cli_sweep
+  rows = read_results(workdir)
+  assert list(rows[0]) == [
+    'hidden_size',
+    'learning_rate',
+    'l2_reg',
+    'num_iters',
+    'seed',
+    'val_accuracy',
+    'train_accuracy',
+    'final_loss',
+    'diverged',
+  ]
+  accuracies = [float(r['val_accuracy']) for r in rows]
+  assert accuracies == sorted(accuracies, reverse=True)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['num_models'] == 8
+  assert summary['best']['val_accuracy'] == accuracies[0]
+  assert 0 < summary['best']['test_accuracy'] <= 1
+  assert {'sweep_seconds', 'compile_seconds'} <= set(summary)
+  assert (workdir / 'results.md').read_text().startswith('| hidden_size |')
+  curves = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
+  assert len(curves) == 8 and curves[0]['curves']['step'] == [20, 40, 60]
+  assert len(curves[0]['curves']['val_accuracy']) == 3
+  assert curves[0]['hyperparameters']['learning_rate'] in (0.1, 0.3)
+  assert '| hidden_size | learning_rate | l2_reg |' in result.stdout
+  assert 'model-examples/s' in result.stderr
+
+
+def test_eval_of_a_sweep_workdir_evaluates_the_best_model(cli_sweep):
+  workdir, _ = cli_sweep
+  result = run_main('--mode=eval', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr
+  best = json.loads((workdir / 'summary.json').read_text())['best']
+  assert f'test_accuracy {best["test_accuracy"]:.4f}' in result.stdout
+  assert 'best_params.npz' in result.stdout
+
+
+def test_killed_and_resumed_equals_uninterrupted(cli_sweep, tmp_path):
+  whole, _ = cli_sweep
+  # Each chunk of two: three evaluations, then its end; so the 6th checkpoint
+  # has the first chunk finished and the second one at step 40.
+  killed = run_main(
+    *SWEEP, f'--workdir={tmp_path}', env={'MLP_KILL_AFTER_CHECKPOINT': '6'}
+  )
+  assert killed.returncode == -signal.SIGKILL
+  assert not (tmp_path / 'results.csv').exists()
+  resumed = run_main(*SWEEP, f'--workdir={tmp_path}')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming from' in resumed.stderr and '2 of 8 models done' in resumed.stderr
+  for name in ('results.csv', 'curves.jsonl'):
+    assert (tmp_path / name).read_text() == (whole / name).read_text()
+  for name, value in np.load(whole / 'best_params.npz').items():
+    np.testing.assert_array_equal(np.load(tmp_path / 'best_params.npz')[name], value)
+
+
+def test_one_compile_per_hidden_size(monkeypatch, tmp_path, mnist_loaded_once):
+  traces = []
+  original = loop.train_segment
+
+  def counting(*args, static, **kwargs):
+    traces.append(static.hidden_size)
+    return original(*args, static=static, **kwargs)
+
+  monkeypatch.setattr(loop, 'train_segment', counting)
+  sweep.run(sweep_config(), str(tmp_path))  # two chunks of each size
+  assert sorted(traces) == [8, 16]
+
+
+def test_a_diverged_model_is_marked_and_disturbs_nothing(
+  cli_sweep, tmp_path, mnist_loaded_once
+):
+  summary = sweep.run(
+    sweep_config(**{'sweep.learning_rate': (0.3, 1e6)}), str(tmp_path)
+  )
+  rows, whole = read_results(tmp_path), read_results(cli_sweep[0])
+  diverged = [r for r in rows if r['diverged'] == 'True']
+  assert summary['num_diverged'] == len(diverged) == 4
+  assert {float(r['learning_rate']) for r in diverged} == {1e6}
+  assert rows[-4:] == diverged  # ranked last
+  assert summary['best']['learning_rate'] == 0.3
+  # The models trained beside a diverging one are the sweep's own.
+  same = [r for r in whole if float(r['learning_rate']) == 0.3]
+  assert sorted(rows[:4], key=str) == sorted(same, key=str)
+
+
+def test_chunked_equals_unchunked(cli_sweep, tmp_path, mnist_loaded_once):
+  sweep.run(sweep_config(models_per_chunk=0), str(tmp_path))  # four models a chunk
+  for a, b in zip(read_results(tmp_path), read_results(cli_sweep[0]), strict=True):
+    assert a['val_accuracy'] == b['val_accuracy']
+    assert float(a['final_loss']) == pytest.approx(float(b['final_loss']), rel=1e-5)
+
+
+def test_sharded_over_four_devices_equals_one_device(cli_sweep, tmp_path):
+  whole, _ = cli_sweep
+  result = subprocess.run(
+    [sys.executable, 'main.py', *SWEEP, f'--workdir={tmp_path}'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=child_env({'JAX_NUM_CPU_DEVICES': '4'}),
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((tmp_path / 'summary.json').read_text())['num_devices'] == 4
+  for a, b in zip(read_results(tmp_path), read_results(whole), strict=True):
+    assert a['val_accuracy'] == b['val_accuracy']
+    assert float(a['final_loss']) == pytest.approx(float(b['final_loss']), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+  'field, value, expected',
+  [
+    ('sweep.learning_rate', (0.1, -1.0), 'learning_rate=-1.0'),
+    ('search', 'bayes', 'search'),
+    ('search', 'random', 'num_samples'),
+    ('models_per_chunk', -1, 'models_per_chunk'),
+  ],
+)
+def test_sweep_user_errors_leave_nothing_behind(tmp_path, field, value, expected):
+  config = sweep_config(**{field: value})
+  with pytest.raises(UserError, match=expected):
+    sweep.run(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
