@@ -3,7 +3,9 @@
   make gallery
 
 (which trains configs/default.py into runs/default, sweeps configs/sweep.py
-into runs/sweep, then runs this script on both workdirs).
+into runs/sweep, then runs this script on both workdirs). The plots are the
+ones `mlp/plots.py` (train) and `mlp/sweep_plots.py` (sweep) write into each
+workdir's `plots/`. Images only: the measurements are in docs/performance.md.
 """
 
 import sys

@@ -5,9 +5,12 @@
 Runs one grid (H 100 x 4 learning rates x 3 lambdas = 12 models) as
   1 process x 1 device, 1 process x 4 fake CPU devices, 2 processes x 2 fake
   CPU devices (gloo collectives, coordinator on 127.0.0.1),
-checks that the three results tables agree, and prints wall times and
-model-examples per second. On one machine the processes share its cores, so
-this measures the overhead of the multi-process runtime, not a speed-up.
+each a `python main.py --mode=sweep` (`mlp/modes/sweep.py`: the model axis
+split over every process's devices by `mlp/model_axis.py`, the processes joined
+by `mlp/distributed.py`), checks that the three results tables agree, and
+prints wall times and model-examples per second. On one machine the processes
+share its cores, so this measures the overhead of the multi-process runtime,
+not a speed-up. Results: docs/performance.md, "Several processes".
 """
 
 import csv

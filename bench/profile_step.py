@@ -3,11 +3,14 @@
   .venv/bin/python bench/profile_step.py                      # configs/default.py, 1 model
   .venv/bin/python bench/profile_step.py --models=27 --steps=100
 
-Compiles the same `train.train_segment` that `--mode=train` (one model) and
-`--mode=sweep` (`--models` vmapped models, learning rates spread over x1..x2)
-run, traces `--steps` steps of it with `jax.profiler`, and prints each XLA
-operation's time per step, its share of the step, and what it is (the HLO
-instruction, shortened), next to the step time measured without the profiler.
+Compiles the same `loop.train_segment` that `--mode=train` (one model) and
+`--mode=sweep` (`--models` models along a model axis, learning rates spread over
+x1..x2, so the sweep's tall fast path `mlp/step/tall.py` runs) run, through
+`mlp/modes/benchmark.py`'s `compile_training`; traces `--steps` steps of it with
+`jax.profiler`, and prints each XLA operation's time per step, its share of the
+step, and what it is (the HLO instruction, shortened), next to the step time
+measured without the profiler. Results: docs/performance.md, "Where the time
+goes".
 
 On CPU the per-operation events need `--xla_cpu_enable_xprof_traceme`, which
 this script adds to `XLA_FLAGS` before JAX starts. XLA runs independent
@@ -31,10 +34,12 @@ os.environ['XLA_FLAGS'] = (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp import benchmark, run  # noqa: E402
+from mlp import data  # noqa: E402
+from mlp.modes import benchmark  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'configs/default.py', 'Training config.'
@@ -62,9 +67,9 @@ def describe(hlo: str) -> dict[str, str]:
 def main(argv):
   del argv
   config = _CONFIG.value
-  dataset = run.load_data(config)
+  dataset = data.from_config(config)
   num_models = _MODELS.value
-  compiled = benchmark.compile_training(
+  program, values, device = benchmark.compile_training(
     config,
     dataset,
     config.hidden_size,
@@ -72,8 +77,12 @@ def main(argv):
     num_models,
     config.compute_dtype,
   )
-  call, state = compiled.call, compiled.init()
+  state = program.init(values)
   steps = _STEPS.value
+
+  def call(state, end_step):
+    return program.segment(state, values, device, jnp.int32(end_step))
+
   state, metrics = call(state, int(state.step) + 10)  # warm-up
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()
@@ -87,7 +96,7 @@ def main(argv):
     jax.profiler.stop_trace()
     (trace,) = Path(trace_dir).rglob('*.xplane.pb')
     profile = jax.profiler.ProfileData.from_file(str(trace))
-  names = describe(compiled.segment.as_text())
+  names = describe(program.segment.as_text())
   totals, counts = collections.Counter(), collections.Counter()
   for plane in profile.planes:
     for line in plane.lines:
@@ -110,7 +119,7 @@ def main(argv):
   rest = sum(totals.values()) / steps - listed
   print(f'{rest:9.1f} {100 * rest / step_us:5.1f}%             the other operations')
   floor = 1e6 * benchmark.matmul_floor_seconds(
-    compiled.static.input_size,
+    program.static.input_size,
     config.hidden_size,
     config.batch_size,
     num_models,

@@ -3,11 +3,13 @@
   .venv/bin/python bench/reproduce.py                      # the course's table
   .venv/bin/python bench/reproduce.py --configs=best_plain,best_augmented
 
-Trains each config with `--mode=train`'s own function (one process; runs with
-the same shapes reuse one compiled program) and prints a Markdown table of
-validation and test accuracy, mean and spread (min-max) over the seeds, the
-wall time of a run, and the reference number beside it (the course's
-validation accuracy, or the published test accuracy).
+Trains each config with `--mode=train`'s own function (`mlp/modes/train.py`'s
+`run`; one process, so runs with the same shapes reuse one compiled program)
+and prints a Markdown table of validation and test accuracy, mean and spread
+(min-max) over the seeds, the wall time of a run, and the reference number
+beside it (the course's validation accuracy, or the published test accuracy).
+Its tables are the README's "Results" (accuracy over seeds, not a speed
+measurement; docs/performance.md holds those).
 """
 
 import importlib
@@ -19,7 +21,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mlp import run  # noqa: E402
+from mlp.modes import train  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list(
   'configs', ['seed_first', 'default', 'model_b', 'model_c'], 'Config modules to train.'
@@ -52,7 +54,7 @@ def main(argv):
       config.seed = int(seed)
       t0 = time.perf_counter()
       workdir = f'{_OUT.value}/{name}/seed{seed}'
-      summaries.append(run.train_and_evaluate(config, workdir, restart=True))
+      summaries.append(train.run(config, workdir, restart=True))
       walls.append(time.perf_counter() - t0)
     val = [s['val_accuracy'] for s in summaries]
     test = [s['test_accuracy'] for s in summaries]

@@ -4,16 +4,21 @@
 
 Times, as whole processes where it says so, on the same machine in one run:
   1. the sweep: `python main.py --mode=sweep` (one process, every model at once);
-  2. one process looping over the grid with `--mode=train`'s function (each
-     hidden size compiles once, the other values reuse the program);
+  2. one process looping over the grid with `--mode=train`'s function
+     (`mlp/modes/train.py`'s `run`; each hidden size compiles once, the other
+     values reuse the program);
   3. every grid point as its own `python main.py --mode=train` process.
-Prints wall times, the ratios, and model-examples per second. None of the
+
+The processes read config files that this script writes (so that its
+`--config.FIELD` overrides reach them): the sweep config, and each grid
+point's training config (the sweep fields removed). Prints wall times, the ratios, and model-examples per second. None of the
 three writes plots (`write_plots=False`: rendering the PNGs takes about 2 s per
 training run here, which would dominate the comparison of training). Every run
 starts afresh (`--restart`: a finished run left in `--out` would otherwise
 resume and take no time), and the processes share a compilation cache that
 starts empty, so the sweep compiles from scratch and the per-model processes
-after the first of each hidden size load their programs.
+after the first of each hidden size load their programs. Results:
+docs/performance.md, "Sweep speed".
 """
 
 import json
@@ -27,9 +32,11 @@ from absl import app, flags, logging
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp import grid, run  # noqa: E402
+from mlp import grid  # noqa: E402
+from mlp.modes import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', str(REPO / 'configs/sweep.py'))
 _OUT = flags.DEFINE_string('out', 'runs/sweep_speed', 'Where the workdirs go.')
@@ -38,8 +45,36 @@ _SKIP_PROCESSES = flags.DEFINE_bool(
 )
 
 
-def _overrides(point: dict) -> list[str]:
-  return [f'--config.{k}={v}' for k, v in point.items()]
+# A sweep config's fields that a training config does not have.
+SWEEP_FIELDS = ('sweep', 'search', 'num_samples', 'models_per_chunk')
+# A config file holding one ConfigDict as JSON, for `main.py --config=`.
+CONFIG_FILE = '''"""A config written by bench/sweep_speed.py."""
+
+import json
+
+import ml_collections
+
+
+def get_config():
+  return ml_collections.ConfigDict(json.loads({text!r}))
+'''
+
+
+def _config_file(config: ml_collections.ConfigDict, path: Path) -> str:
+  """Writes `config` as a config file that `main.py --config=PATH` reads."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(CONFIG_FILE.format(text=config.to_json()))
+  return str(path)
+
+
+def _train_config(config: ml_collections.ConfigDict, point: dict):
+  """The grid point's training config (the sweep fields removed), no plots."""
+  single = grid.model_config(config, point)
+  for field in SWEEP_FIELDS:
+    if field in single:
+      del single[field]
+  single.write_plots = False
+  return single
 
 
 def _main_py(args: list[str]) -> None:
@@ -61,18 +96,19 @@ def main(argv):
     grid.model_config(config, p).num_iters * grid.model_config(config, p).batch_size
     for p in points
   )
-  config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   times = {}
-  cache = tempfile.TemporaryDirectory()
-  common = ['--restart', f'--compilation_cache_dir={cache.name}']
+  tmp = tempfile.TemporaryDirectory()
+  files = Path(tmp.name) / 'configs'
+  sweep_config = ml_collections.ConfigDict(config.to_dict())
+  sweep_config.write_plots = False
+  common = ['--restart', f'--compilation_cache_dir={tmp.name}/cache']
 
   t0 = time.perf_counter()
   _main_py(
     [
       '--mode=sweep',
-      f'--config={config_path}',
+      f'--config={_config_file(sweep_config, files / "sweep.py")}',
       f'--workdir={out}/sweep',
-      '--config.write_plots=False',
       *common,
     ]
   )
@@ -81,26 +117,26 @@ def main(argv):
 
   t0 = time.perf_counter()
   for i, point in enumerate(points):
-    model_config = grid.model_config(config, point)
-    model_config.write_plots = False
-    run.train_and_evaluate(model_config, str(out / 'loop' / str(i)), restart=True)
+    train.run(_train_config(config, point), str(out / 'loop' / str(i)), restart=True)
   times['1 process, loop over models'] = time.perf_counter() - t0
 
   if not _SKIP_PROCESSES.value:
+    paths = [
+      _config_file(_train_config(config, point), files / f'point{i}.py')
+      for i, point in enumerate(points)
+    ]
     t0 = time.perf_counter()
-    for i, point in enumerate(points):
+    for i, path in enumerate(paths):
       _main_py(
         [
           '--mode=train',
-          f'--config={config_path}',
+          f'--config={path}',
           f'--workdir={out}/processes/{i}',
-          '--config.write_plots=False',
           *common,
-          *_overrides(point),
         ]
       )
     times['1 process per model'] = time.perf_counter() - t0
-  cache.cleanup()
+  tmp.cleanup()
 
   sweep_seconds = times['sweep (1 process, vmap)']
   print(f'{len(points)} models, {examples:,} model-examples in total')

@@ -1,23 +1,26 @@
-"""How fast a sweep step is with the models side by side in `W1`.
+"""How fast a sweep step is with the models' first layers stacked tall.
 
-  .venv/bin/python bench/wide_layout.py [--models=27] [--hidden=300] [--batch=200]
+  .venv/bin/python bench/tall_layout.py [--models=27] [--hidden=300] [--batch=200]
 
 Trains `--models` copies of the course's network (SGD with an L2 penalty, one
 learning rate per model, one shared mini-batch per step) three ways in the same
 run, all differentiated with `jax.grad` and compiled as one loop:
 
 - vmap: the per-model loss and update vmapped over a model axis in front
-  (`W1` is `(models, D, H)`), as `train.train_segment` does for other sweeps;
+  (`W1` is `(models, D, H)`), as the core step (`mlp/step/core.py`) runs the
+  sweeps that no fast path covers;
 - wide: `W1` stored `(D, models, H)`, so `x @ W1` is one `(B, D) x (D, models*H)`
-  matmul (the fast path before `mlp/wide.py`'s layout);
-- tall: `mlp/wide.py` as `train.wide_step` uses it: `W1` stored
+  matmul (an earlier fast path, no longer in `mlp/`; its loss is written out
+  here);
+- tall: `mlp/step/tall.py`'s loss, the sweep's fast path: `W1` stored
   `(models, H, D)`, so `W1 @ x^T` is one `(models*H, D) x (D, B)` matmul, and
   the second layer runs model axis first with no transposes.
 
 Each is compiled twice, with XLA's default options and with a sweep's training
-loop's (`train.compiler_options(many_models=True)`). It checks that all give
-the same params, then prints each one's time per step (best of three) and its
-fraction of the measured matmul peak.
+loop's (`mlp/step/xla_options.py`, `compiler_options(many_models=True)`). It
+checks that all give the same params, then prints each one's time per step
+(best of three) and its fraction of the measured matmul peak. Results:
+docs/performance.md, "The tall layout against vmap and the wide layout".
 """
 
 import sys
@@ -31,7 +34,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from mlp import model, train, wide  # noqa: E402
+from mlp import model  # noqa: E402
+from mlp.step import tall, xla_options  # noqa: E402
 
 _MODELS = flags.DEFINE_integer('models', 27, 'Models trained at once.')
 _HIDDEN = flags.DEFINE_integer('hidden', 300, 'Hidden units per model.')
@@ -91,8 +95,9 @@ def main(argv):
 
   def tall_step(step, params):
     x, y = batch(step)
-    loss = lambda p: wide.loss_and_cross_entropy(p, x, y, L2, None, None)[0]  # noqa: E731
-    return wide.sgd_update(params, jax.grad(loss)(params), rates)
+    loss = lambda p: tall.loss_and_cross_entropy(p, x, y, L2, None, None)[0]  # noqa: E731
+    grads = jax.grad(loss)(params)
+    return {k: w - tall.per_model(rates, w) * grads[k] for k, w in params.items()}
 
   keys = jax.random.split(jax.random.key(2), 2)
   stacked = {
@@ -108,7 +113,7 @@ def main(argv):
       {**stacked, 'W1': jnp.transpose(stacked['W1'], (1, 0, 2))},
       lambda p: {**p, 'W1': jnp.transpose(p['W1'], (1, 0, 2))},
     ),
-    'tall': (tall_step, wide.to_wide(stacked), wide.from_wide),
+    'tall': (tall_step, tall.to_tall(stacked), tall.from_tall),
   }
 
   def loop(step_fn, steps, options):
@@ -134,7 +139,7 @@ def main(argv):
   for name, (step_fn, params, _) in layouts.items():
     for label, options in (
       ('default', {}),
-      ('training', train.compiler_options(many_models=True)),
+      ('training', xla_options.compiler_options(many_models=True)),
     ):
       seconds = best_seconds(loop(step_fn, steps, options), params) / steps
       print(
