@@ -4,7 +4,7 @@
 
 Times the default configuration (H 300, batch 200) alone and as 27 vmapped
 models, and a few larger shapes, then writes benchmark.json and prints a table
-(see the README for this machine's numbers).
+(docs/performance.md has this machine's numbers).
 """
 
 import ml_collections

@@ -6,8 +6,8 @@
 decay over 4 epochs of epoch-permutation batches of 512, no regularization,
 one evaluation at the end, no plots. Chosen on val: `configs/sweep_fast.py`,
 then whole timed runs of the cheapest candidates over seeds 0-2; this is the
-fastest one whose worst seed still reached val 0.983 (see the README for the
-measured wall time and test accuracy).
+fastest one whose worst seed still reached val 0.983 (docs/performance.md has
+the measured wall time and test accuracy).
 """
 
 import ml_collections

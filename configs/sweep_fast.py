@@ -7,7 +7,7 @@ size {512, 1024} x batch {256, 512} x steps {215, 320, 430, 645} x learning
 rate {8e-3, 1.2e-2, 1.6e-2}: 48 models, about 3 minutes on a 2-core CPU.
 Batch 512 and the highest rate did best per step; the cheapest such rows, and
 two steps further along that trend (H 384, lr 2e-2), were then timed as whole
-runs over seeds 0-2 (table in the README), and configs/fast.py is the fastest
+runs over seeds 0-2 (table in docs/performance.md), and configs/fast.py is the fastest
 whose worst seed reached val 0.983.
 """
 
