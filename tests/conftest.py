@@ -89,14 +89,19 @@ def error_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """Compiled programs are cached in a session folder, not in ~/.cache.
+  """Compiled programs are cached in a folder of this test session, not in ~/.cache.
 
   `main.py` runs find it through `XDG_CACHE_HOME`; this process uses it too,
-  so a program that several tests compile is compiled once.
+  and so do the other workers of `pytest -n`, so a program that several tests
+  compile is compiled once.
   """
   from mlp import compile_cache
 
-  directory = tmp_path_factory.mktemp('xdg_cache')
+  session = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    session = session.parent  # shared by the workers
+  directory = session / 'xdg_cache'
+  directory.mkdir(exist_ok=True)
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('XDG_CACHE_HOME', str(directory))
     yield compile_cache.enable(str(directory / 'mlp-jax'))
