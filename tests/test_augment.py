@@ -52,8 +52,14 @@ def test_default_config_is_disabled_and_returns_input():
   np.testing.assert_array_equal(out, images)
 
 
-def test_config_is_hashable_and_validated():
-  assert hash(SIMARD) == hash(dataclasses.replace(SIMARD))
+def test_config_is_a_static_argument_and_validated():
+  """Equal configs share a compiled program; a different one gets its own."""
+  scaled = jax.jit(lambda x, config: x * config.scale, static_argnums=1)
+  scaled(jnp.ones(()), SIMARD)
+  scaled(jnp.ones(()), dataclasses.replace(SIMARD))  # equal, another object
+  assert scaled._cache_size() == 1
+  scaled(jnp.ones(()), dataclasses.replace(SIMARD, scale=SIMARD.scale / 2))
+  assert scaled._cache_size() == 2
   with pytest.raises(ValueError, match='scale'):
     augment.AugmentConfig(scale=1.5)
   with pytest.raises(ValueError, match='rotation_degrees'):
