@@ -1,27 +1,19 @@
-"""main.py's flag handling: --help, config file mistakes, mode and config mismatches.
+"""The command line's flag handling (mlp/cli.py through main.py): --help, config
+file mistakes, mode and config mismatches.
 
-Every case here ends before training starts, most before JAX is imported.
+Every `main.py` case here ends before training starts, most before JAX is
+imported; the functions of mlp/cli.py are also tested in this process.
 """
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
+import ml_collections
 import pytest
+from absl import flags
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_main(*args: str, python_options: tuple = ()) -> subprocess.CompletedProcess:
-  return subprocess.run(
-    [sys.executable, *python_options, 'main.py', *args],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
-    timeout=120,
-  )
+from mlp import cli
+from tests.conftest import REPO, child_env, run_main
 
 
 def only_error(result: subprocess.CompletedProcess) -> str:
@@ -126,7 +118,14 @@ def imported_modules(stderr: str) -> set[str]:
 
 
 def test_help_exits_0_without_importing_jax():
-  result = run_main('--help', python_options=('-X', 'importtime'))
+  result = subprocess.run(
+    [sys.executable, '-X', 'importtime', 'main.py', '--help'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=child_env(),
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr
   assert '--workdir' in result.stdout and '--helpfull' in result.stdout
   modules = imported_modules(result.stderr)
@@ -164,3 +163,171 @@ def test_help_with_a_broken_config_is_an_error(tmp_path):
   config.write_text(BROKEN_CONFIG.format(typo='config.hidden_size = hiden_size'))
   line = only_error(run_main('--help', f'--config={config}'))
   assert 'NameError' in line and '(line 6)' in line
+
+
+# mlp/cli.py's functions, in this process.
+
+
+class FakeConfigParser:
+  """Stands for `flags.FLAGS['config'].parser`: one config, whatever the file."""
+
+  def __init__(self, config: object):
+    self.config = config
+
+  def parse(self, argument: str) -> object:
+    del argument
+    return self.config
+
+
+def sweep_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+    {
+      'hidden_size': 100,
+      'write_plots': True,
+      'sweep': {'hidden_size': (100, 300), 'learning_rate': (0.1,)},
+      'empty': {},
+    }
+  )
+
+
+def test_fields_flattens_nested_configs():
+  flat = cli.fields(sweep_config())
+  assert list(flat) == [
+    'empty',
+    'hidden_size',
+    'sweep',
+    'sweep.hidden_size',
+    'sweep.learning_rate',
+    'write_plots',
+  ]
+  assert flat == {
+    'hidden_size': 100,
+    'write_plots': True,
+    'sweep': sweep_config().sweep,
+    'sweep.hidden_size': (100, 300),
+    'sweep.learning_rate': (0.1,),
+    'empty': ml_collections.ConfigDict(),
+  }
+
+
+@pytest.mark.parametrize(
+  'override, expected',
+  [
+    (
+      '--config.hiden_size=1',
+      "unknown config field 'hiden_size' (did you mean 'hidden_size'?): "
+      'check the name against c.py',
+    ),
+    (
+      '--config.sweep.learning_rat=(1,)',
+      "unknown config field 'sweep.learning_rat' (did you mean "
+      "'sweep.learning_rate'?): check the name against c.py",
+    ),
+    (
+      '--noconfig.write_plot',
+      "unknown config field 'write_plot' (did you mean 'write_plots'?): "
+      'check the name against c.py',
+    ),
+    ('--config.zzz=1', "unknown config field 'zzz': check the name against c.py"),
+    ('--config.sweep.hidden_size=(1,)', None),
+  ],
+)
+def test_unknown_field_suggests_the_closest_name(override, expected):
+  argv = ['main.py', '--config=c.py', override]
+  parser = FakeConfigParser(sweep_config())
+  assert cli.unknown_field(argv, 'c.py', parser) == expected
+
+
+def test_unknown_field_is_none_when_the_config_does_not_load():
+  argv = ['main.py', '--config=c.py', '--config.zzz=1']
+  assert cli.unknown_field(argv, 'c.py', FakeConfigParser(5)) is None
+
+
+@pytest.mark.parametrize(
+  'argv, expected',
+  [
+    (['main.py'], None),
+    (['main.py', '--config=a.py', '--config', 'b.py'], 'b.py'),
+    (['main.py', '-config=a.py:x'], 'a.py:x'),
+    (['main.py', '--config'], None),
+    (['main.py', '--config.hidden_size=3'], None),
+    (['main.py', '--', '--config=a.py'], None),
+  ],
+)
+def test_config_argument_is_the_last_one_before_double_dash(argv, expected):
+  assert cli.config_argument(argv) == expected
+
+
+@pytest.mark.parametrize(
+  'args, asked',
+  [
+    (['--help'], True),
+    (['-?'], True),
+    (['--helpfull=true'], True),
+    (['--help=false'], False),
+    (['--helpshort=0'], False),
+    (['--', '--help'], False),
+    (['--workdir=help'], False),
+  ],
+)
+def test_help_asked(args, asked):
+  assert cli.help_asked(['main.py', *args]) is asked
+
+
+def test_message_unwraps_and_keeps_one_line():
+  wrapped = flags.IllegalFlagValueError(ValueError('bad\n  value\n'))
+  assert cli.message(wrapped) == 'bad value'
+  assert cli.message(KeyError('b')) == "'b'"
+  assert cli.message(KeyError('a\nb')) == 'a b'
+
+
+def test_usable_refuses_what_is_not_a_config():
+  with pytest.raises(TypeError, match='get_config\\(\\) returned int'):
+    cli.usable(5)
+
+
+@pytest.mark.parametrize(
+  'mode, expected',
+  [
+    ('sweep', None),
+    ('eval', None),
+    ('predict', None),
+    ('train', 'which --mode=train would ignore: add --mode=sweep'),
+    ('benchmark', 'not a benchmark config: use --mode=sweep'),
+  ],
+)
+def test_mode_mismatch(mode, expected):
+  line = cli.mode_mismatch(mode, sweep_config(), 'c.py')
+  if expected is None:
+    assert line is None
+  else:
+    assert line.startswith("c.py is a sweep config (it has a 'sweep' field)")
+    assert expected in line
+
+
+def test_print_help_lists_the_fields_after_the_usage(capsys):
+  def usage(**kwargs):
+    print(f'usage {kwargs}')
+
+  argv = ['main.py', '--helpfull', '--config=c.py']
+  assert cli.print_help(argv, FakeConfigParser(sweep_config()), usage) is None
+  assert capsys.readouterr().out.splitlines() == [
+    "usage {'shorthelp': False, 'writeto_stdout': True}",
+    'Config fields of c.py (override with --config.FIELD=VALUE):',
+    '  empty = {}',
+    '',  # the repr of an empty ConfigDict ends in a newline
+    '  hidden_size = 100',
+    '  sweep.hidden_size = (100, 300)',
+    '  sweep.learning_rate = (0.1,)',
+    '  write_plots = True',
+  ]
+
+
+def test_print_help_returns_the_error_of_a_config_that_fails_to_load(capsys):
+  argv = ['main.py', '--help', '--config=c.py']
+  line = cli.print_help(argv, FakeConfigParser(5), print)
+  assert line == (
+    'cannot load the --config file c.py: TypeError: '
+    'get_config() returned int, not a ConfigDict'
+  )
+  assert capsys.readouterr().out == ''
