@@ -133,7 +133,8 @@ def _two_segments(path, hp, data, options, hparam_axes=None):
     state, loss_sum, count = run(
       state, hp, data, options, jnp.int32(end), hparam_axes=hparam_axes
     )
-    losses.append(np.asarray(loss_sum) / np.asarray(count))
+    count = np.asarray(count)  # a model past its num_iters has none
+    losses.append(np.where(count > 0, np.asarray(loss_sum) / np.maximum(count, 1), 0))
   return state, losses
 
 
