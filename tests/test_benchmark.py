@@ -23,6 +23,7 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
     '--config.benchmark.steps=4',
     '--config.benchmark.repeats=1',
     '--config.benchmark.peak_matmul_size=256',
+    '--config.benchmark.min_seconds=0.02',
   )
   assert result.returncode == 0, result.stderr[-3000:]
   rows = json.loads((tmp_path / 'benchmark.json').read_text())

@@ -74,14 +74,14 @@ def test_two_processes_killed_resumed_and_equal_to_one(sweep_workdir, tmp_path):
 
 
 def test_a_missing_process_is_a_clear_error_not_a_hang(tmp_path):
-  result = run_main(*SWEEP, f'--workdir={tmp_path}', *flags(0, free_port(), timeout=5))
+  result = run_main(*SWEEP, f'--workdir={tmp_path}', *flags(0, free_port(), timeout=2))
   assert result.returncode == 1 and 'Traceback' not in result.stderr
   (error,) = error_lines(result.stderr)
   assert 'other processes arrived' in error and '--distributed_timeout' in error
 
 
 def test_a_missing_coordinator_is_a_clear_error(tmp_path):
-  result = run_main(*SWEEP, f'--workdir={tmp_path}', *flags(1, free_port(), timeout=3))
+  result = run_main(*SWEEP, f'--workdir={tmp_path}', *flags(1, free_port(), timeout=1))
   assert result.returncode == 1 and 'Traceback' not in result.stderr
   assert 'could not reach the coordinator' in error_lines(result.stderr)[0]
 

@@ -166,8 +166,11 @@ def test_a_diverged_model_is_marked_and_disturbs_nothing(
 
 
 def test_chunked_equals_unchunked(cli_sweep, tmp_path, mnist_loaded_once):
-  sweep.run(sweep_config(models_per_chunk=0), str(tmp_path))  # four models a chunk
-  for a, b in zip(read_results(tmp_path), read_results(cli_sweep[0]), strict=True):
+  """The H 8 models in one chunk of four, against two chunks of two."""
+  config = sweep_config(models_per_chunk=0, **{'sweep.hidden_size': (8,)})
+  sweep.run(config, str(tmp_path))
+  chunked = [r for r in read_results(cli_sweep[0]) if r['hidden_size'] == '8']
+  for a, b in zip(read_results(tmp_path), chunked, strict=True):
     assert a['val_accuracy'] == b['val_accuracy']
     assert float(a['final_loss']) == pytest.approx(float(b['final_loss']), rel=1e-5)
 

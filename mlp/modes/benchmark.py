@@ -81,6 +81,7 @@ def matmul_floor_seconds(
   num_models: int,
   dtype: str,
   repeats: int,
+  min_seconds: float = 0.25,
 ) -> float:
   """Seconds per step of a loop doing only the first layer's matmuls and update.
 
@@ -89,7 +90,8 @@ def matmul_floor_seconds(
   with the training loop's XLA options: the best case for the step's dominant
   work, with nothing else (no softmax, second layer, batch gather or evaluation).
   `FLOOR_UNROLL` steps per loop iteration keep the loop's own cost (on a GPU, a
-  round trip to the host per iteration) out of it.
+  round trip to the host per iteration) out of it. The loop is lengthened until
+  one call takes `min_seconds`.
   """
   key_x, key_w = jax.random.split(jax.random.key(0))
   x = jax.random.uniform(key_x, (batch_size, input_size)).astype(dtype)
@@ -110,7 +112,7 @@ def matmul_floor_seconds(
   options = xla_options.compiler_options(dtype, many_models=num_models > 1)
   loop = jax.jit(loop, compiler_options=options)
   rounds = 1
-  while _best_time(lambda n=rounds: loop(w, x, n), 1) < 0.2 and rounds < 2**11:
+  while _best_time(lambda n=rounds: loop(w, x, n), 1) < min_seconds and rounds < 2**11:
     rounds *= 2
   return _best_time(lambda: loop(w, x, rounds), repeats) / (rounds * FLOOR_UNROLL)
 
@@ -159,13 +161,14 @@ class TrainingTime(NamedTuple):
 
 
 def time_training(
-  config, dataset, hidden_size, batch_size, num_models, steps, repeats
+  config, dataset, hidden_size, batch_size, num_models, steps, repeats, min_seconds
 ) -> TrainingTime:
   """Steady-state seconds per step, and compile seconds, of one combination.
 
   A segment of `k` steps costs `fixed + k s` (`fixed`: the evaluation and the
   dispatch at its end), so `s` is the difference between segments of `2k`
-  and `k` steps over `k`. Each length is timed `repeats` times: like the peak
+  and `k` steps over `k`; `k` starts at `steps` and doubles until the
+  difference is at least `min_seconds`. Each length is timed `repeats` times: like the peak
   (the fastest of its runs), `step_seconds` takes each length's fastest run,
   since the noise of a shared machine only ever adds time; the median of the
   repeats' differences is reported beside it.
@@ -188,7 +191,7 @@ def time_training(
   while True:
     short, long = timed(steps), timed(2 * steps)
     fixed = max(2 * short - long, 0.0)
-    if long - short >= max(0.25, 2 * fixed) or steps >= 2**12:
+    if long - short >= max(min_seconds, 2 * fixed) or steps >= 2**12:
       break
     steps *= 2
   shorts, longs = [short], [long]
@@ -236,13 +239,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     combos = itertools.product(bench.hidden_sizes, bench.batch_sizes, bench.num_models)
     for hidden_size, batch_size, num_models in combos:
       timing = time_training(
-        config, dataset, hidden_size, batch_size, num_models, bench.steps, bench.repeats
+        config,
+        dataset,
+        hidden_size,
+        batch_size,
+        num_models,
+        bench.steps,
+        bench.repeats,
+        bench.min_seconds,
       )
       step_seconds, static = timing.step_seconds, timing.static
       flops = flops_per_example(static.input_size, hidden_size, static.num_classes)
       examples = batch_size * num_models / step_seconds
       floor_seconds = matmul_floor_seconds(
-        static.input_size, hidden_size, batch_size, num_models, dtype, bench.repeats
+        static.input_size,
+        hidden_size,
+        batch_size,
+        num_models,
+        dtype,
+        bench.repeats,
+        bench.min_seconds,
       )
       floor_flops = 4 * static.input_size * hidden_size * batch_size * num_models
       rows.append(
@@ -304,6 +320,11 @@ def _validate(bench: ml_collections.ConfigDict) -> None:
       raise UserError(
         f'config.benchmark.{field}={bench[field]!r}: expected an integer >= 1'
       )
+  seconds = bench.min_seconds
+  if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+    raise UserError(
+      f'config.benchmark.min_seconds={seconds!r}: expected a number of seconds > 0'
+    )
   if bench.dtype not in ('float32', 'bfloat16'):
     raise UserError(
       f"config.benchmark.dtype={bench.dtype!r}: expected 'float32' or 'bfloat16'"
