@@ -24,7 +24,7 @@ run: install
 	$(PY) main.py --config=configs/default.py --workdir=runs/default
 
 test: install-dev
-	$(PY) -m pytest -q -n auto tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,10 @@ import pytest
 
 from tests.conftest import SWEEP, error_lines, run_main, start_main
 
+# With `pytest -n`, the tests that share the `sweep_workdir` fixture run in one
+# worker, which computes it once.
+pytestmark = pytest.mark.xdist_group('sweep_workdir')
+
 TWO_DEVICES = {'JAX_NUM_CPU_DEVICES': '2'}
 
 

@@ -17,6 +17,10 @@ from mlp.errors import UserError
 from mlp.modes import sweep, train
 from tests.conftest import REPO, SWEEP, child_env, run_main
 
+# With `pytest -n`, the tests that share the `sweep_workdir` fixture run in one
+# worker, which computes it once.
+pytestmark = pytest.mark.xdist_group('sweep_workdir')
+
 GRID = {'hidden_size': (8, 16), 'learning_rate': (0.1, 0.3), 'l2_reg': (1e-4, 1e-2)}
 
 

@@ -17,6 +17,10 @@ from mlp.modes import eval as eval_mode
 from mlp.modes import train
 from tests.conftest import error_lines, run_main
 
+# With `pytest -n`, the tests that share the `trained_workdir` fixture run in one
+# worker, which computes it once.
+pytestmark = pytest.mark.xdist_group('trained_workdir')
+
 TEST = ['--config=configs/test.py']  # 60 steps, an evaluation every 20
 NO_PLOTS = '--config.write_plots=False'
 

@@ -46,6 +46,7 @@ def assert_links(report_path: Path, names: list[str]) -> None:
     assert f'](plots/{name})' in text, name
 
 
+@pytest.mark.xdist_group('trained_workdir')
 def test_train_plots_and_report(train_workdir):
   """What `main.py --config=configs/test.py` drew and wrote."""
   assert sorted(p.name for p in (train_workdir / 'plots').iterdir()) == sorted(
@@ -59,6 +60,7 @@ def test_train_plots_and_report(train_workdir):
   assert '| test accuracy |' in text and '| hidden_size | 16 |' in text
 
 
+@pytest.mark.xdist_group('sweep_workdir')
 def test_sweep_plots_and_report(sweep_dir):
   paths = sweep_plots.write_sweep_plots(sweep_dir)
   names = [p.name for p in paths]
@@ -91,6 +93,7 @@ def test_format_value():
   ]
 
 
+@pytest.mark.xdist_group('sweep_workdir')
 def test_heatmap_marks_diverged_cells_and_one_axis_sweeps_get_line_plots(
   sweep_dir, tmp_path
 ):
@@ -106,6 +109,7 @@ def test_heatmap_marks_diverged_cells_and_one_axis_sweeps_get_line_plots(
   )
 
 
+@pytest.mark.xdist_group('sweep_workdir')
 def test_sweep_without_lr_or_lambda_variation_skips_heatmaps(sweep_dir, tmp_path):
   for name in ('config.json', 'curves.jsonl'):
     shutil.copy(sweep_dir / name, tmp_path / name)
