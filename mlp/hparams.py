@@ -250,19 +250,28 @@ def make(**values) -> Hyperparams:
   )
 
 
-def stack(models: list[Hyperparams]) -> tuple[Hyperparams, Hyperparams]:
+def varying(models: list[Hyperparams]) -> tuple[str, ...]:
+  """The fields that differ between `models` (at least one: `jax.vmap` needs
+  a batched input)."""
+  names = [n for n in NAMES if len({getattr(m, n).item() for m in models}) > 1]
+  return tuple(names) or ('learning_rate',)
+
+
+def stack(
+  models: list[Hyperparams], fields: tuple[str, ...] | None = None
+) -> tuple[Hyperparams, Hyperparams]:
   """Many models' hyperparameters along a model axis, and the matching in_axes.
 
-  A field that differs between the models is stacked (axis 0); one that they
-  share stays a scalar (axis `None`), so that, for example, models sharing a
-  seed share their mini-batches. At least one field is stacked, since
-  `jax.vmap` needs a batched input.
+  The `fields` (default: `varying(models)`) are stacked (axis 0); the others
+  stay the first model's scalar (axis `None`), so that, for example, models
+  sharing a seed share their mini-batches. A sweep passes the fields that vary
+  over its whole grid, so that every chunk of models has the same structure
+  and one compiled program serves them all.
   """
-  varying = [n for n in NAMES if len({getattr(m, n).item() for m in models}) > 1]
-  varying = varying or ['learning_rate']
+  varying_fields = varying(models) if fields is None else fields
   values, axes = {}, {}
   for name in NAMES:
-    if name in varying:
+    if name in varying_fields:
       values[name], axes[name] = np.stack([getattr(m, name) for m in models]), 0
     else:
       values[name], axes[name] = getattr(models[0], name), None

@@ -91,7 +91,8 @@ def train_segment(
   metrics = {
     'step': steps_done + jnp.zeros_like(count),
     'train_loss': train_loss,
-    'learning_rate': core.learning_rate_at(hparams, last, static) + 0 * train_loss,
+    'learning_rate': core.learning_rate_at(hparams, last, static)
+    + jnp.zeros_like(train_loss),
     **evaluate_fn(state.params, data),
   }
   return state, metrics

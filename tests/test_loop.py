@@ -80,6 +80,7 @@ def test_a_diverging_model_does_not_disturb_its_neighbours(data):
   ]
   params, history = vmapped(stack(*models), data, STATIC)
   assert not np.isfinite(history['train_loss'][1, -1])
+  assert np.isfinite(history['learning_rate'][1]).all()  # still its schedule
   alone, _ = train_jit(models[0], data, static=STATIC)
   np.testing.assert_allclose(params['W1'][0], alone['W1'], rtol=1e-5, atol=1e-6)
 

@@ -179,6 +179,24 @@ def test_chunked_equals_unchunked(cli_sweep, tmp_path, mnist_loaded_once):
     assert float(a['final_loss']) == pytest.approx(float(b['final_loss']), rel=1e-5)
 
 
+def test_chunks_stack_the_fields_that_vary_over_the_whole_grid(
+  cli_sweep, tmp_path, mnist_loaded_once
+):
+  """Chunks of two from lr (0.1, 0.2, 0.3) x lambda: the first varies only lr,
+  the second both; one program serves both, each model as in any other chunk."""
+  config = sweep_config(
+    **{'sweep.hidden_size': (8,), 'sweep.learning_rate': (0.1, 0.2, 0.3)}
+  )
+  summary = sweep.run(config, str(tmp_path))
+  assert summary['batched_fields'] == ['learning_rate', 'l2_reg']
+  rows = {(r['learning_rate'], r['l2_reg']): r for r in read_results(tmp_path)}
+  assert len(rows) == 6
+  for row in read_results(cli_sweep[0]):
+    if row['hidden_size'] == '8':
+      same = rows[(row['learning_rate'], row['l2_reg'])]
+      assert same['val_accuracy'] == row['val_accuracy']
+
+
 def test_sharded_over_four_devices_equals_one_device(cli_sweep, tmp_path):
   whole, _ = cli_sweep
   result = subprocess.run(

@@ -129,6 +129,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   if distributed.is_writer():
     workdir_lib.write_json(workdir / 'config.json', config.to_dict())
 
+  # Fields that vary anywhere in the grid are stacked in every chunk, so that
+  # the chunks of a group share one program.
+  fields = hparams.varying([hparams.of_config(c) for c in configs])
   devices = jax.devices()
   mesh = model_axis.model_mesh()
   device = model_axis.replicated_data(dataset, mesh)
@@ -162,12 +165,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
       'Resuming from %s: %d of %d models done.', resume_from, len(results), len(configs)
     )
   logging.info(
-    'Sweep of %d models in %d shape group(s) on %d %s device(s); varying: %s.',
+    'Sweep of %d models in %d shape group(s) on %d %s device(s); batched: %s.',
     len(configs),
     len(groups),
     len(devices),
     jax.default_backend(),
-    ', '.join(grid.swept_values(config)),
+    ', '.join(fields),
   )
 
   compile_seconds = 0.0
@@ -189,7 +192,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
         continue
       chunk = [configs[i] for i in chunk_indices]
       padded = chunk + [chunk[-1]] * (chunk_size - len(chunk))  # one shape, one compile
-      values, axes = hparams.stack([hparams.of_config(c) for c in padded])
+      values, axes = hparams.stack([hparams.of_config(c) for c in padded], fields)
       values = model_axis.put_models(values, mesh, axes)
       if program is None:
         program = loop.compile_many(static, values, axes, device, mesh)
@@ -231,6 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
       'sweep_seconds': sweep_seconds,
       'compile_seconds': compile_seconds,
       'model_examples_per_second': total / max(sweep_seconds - compile_seconds, 1e-9),
+      'batched_fields': list(fields),
       'jax_version': jax.__version__,
       'resumed': resume_from is not None,
       **provenance.record(),
