@@ -64,7 +64,9 @@ def main(argv: list[str]) -> None:
           seconds, side_rows = _run(checkout, command, tmp / f'{side}{i}')
           times[side].append(seconds)
           rows[side].append(side_rows)
-          print(f'{side} run {i + 1}: {seconds:.2f} s', flush=True)
+          steps = ', '.join(f'{1e3 * r["step_seconds"]:.3f}' for r in side_rows)
+          shown = f' (ms/step: {steps})' if steps else ''
+          print(f'{side} run {i + 1}: {seconds:.2f} s{shown}', flush=True)
     finally:
       subprocess.run(
         ['git', 'worktree', 'remove', '--force', str(base)], cwd=REPO, check=False

@@ -3,8 +3,8 @@
 Compiled programs are stored under a directory (by default
 `$XDG_CACHE_HOME/mlp-jax`, else `~/.cache/mlp-jax`), keyed by the program,
 the compiler options, the device and the JAX version, so a second run of the
-same configuration loads its programs instead of compiling them (about 1.5 s
-saved per run of the default configuration on a 2-core CPU).
+same configuration loads its programs instead of compiling them
+(docs/performance.md measures the saving).
 """
 
 import os
@@ -49,7 +49,8 @@ def enable(directory: str) -> Path | None:
     )
     return None
   jax.config.update('jax_compilation_cache_dir', str(path))
-  # Even the small programs (init, evaluation) cost 0.1-0.7 s to compile.
+  # Every program: even the small ones (init, evaluation) take a noticeable
+  # part of a second to compile.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   return path
