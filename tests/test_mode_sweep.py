@@ -55,31 +55,38 @@ def cli_sweep(sweep_workdir):
   return sweep_workdir
 
 
-def test_every_model_equals_its_run_alone(cli_sweep, tmp_path, mnist_loaded_once):
+def test_each_model_equals_its_run_alone(cli_sweep, tmp_path, mnist_loaded_once):
+  """Every value of every swept field, and the best model, trained alone."""
   workdir, _ = cli_sweep
   rows = read_results(workdir)
   assert len(rows) == 8
+  summary = json.loads((workdir / 'summary.json').read_text())
+  best = summary['best']
+  diagonal = {('0.1', '0.0001'), ('0.3', '0.01')}
+
+  def is_best(row):
+    return all(float(row[f]) == best[f] for f in GRID)
+
+  checked = [
+    r for r in rows if (r['learning_rate'], r['l2_reg']) in diagonal or is_best(r)
+  ]
+  assert len(checked) >= 4 and any(is_best(r) for r in checked)
   config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
   config.write_plots = False
-  for row in rows:
-    point = {f: row[f] for f in GRID}
-    alone = grid.model_config(config, {f: float(v) for f, v in point.items()})
-    result = train.run(alone, str(tmp_path / '_'.join(point.values())))
+  for row in checked:
+    point = {f: float(row[f]) for f in GRID}
+    alone_dir = tmp_path / '_'.join(row[f] for f in GRID)
+    result = train.run(grid.model_config(config, point), str(alone_dir))
     assert float(row['val_accuracy']) == pytest.approx(
       result['val_accuracy'], abs=1e-9
     ), row
-  summary = json.loads((workdir / 'summary.json').read_text())
-  best = summary['best']
-  alone_dir = tmp_path / '_'.join(
-    next(r for r in rows if float(r['val_accuracy']) == best['val_accuracy'])[f]
-    for f in GRID
-  )
-  alone_params = np.load(alone_dir / 'params.npz')
-  best_params = np.load(workdir / 'best_params.npz')
-  for name in ('W1', 'b1', 'W2', 'b2'):
-    np.testing.assert_allclose(
-      best_params[name], alone_params[name], rtol=1e-5, atol=1e-6
-    )
+    if is_best(row):
+      alone_params = np.load(alone_dir / 'params.npz')
+      best_params = np.load(workdir / 'best_params.npz')
+      for name in ('W1', 'b1', 'W2', 'b2'):
+        np.testing.assert_allclose(
+          best_params[name], alone_params[name], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_results_files_follow_the_contract(cli_sweep):

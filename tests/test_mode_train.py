@@ -186,9 +186,8 @@ def test_workdir_that_is_or_is_below_a_file_is_refused(tmp_path):
   target = tmp_path / 'file'
   target.write_text('keep me')
   for workdir, expected in ((target, 'is a file'), (target / 'sub', 'cannot create')):
-    result = run_main(*TEST, f'--workdir={workdir}')
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert expected in error_lines(result.stderr)[0]
+    with pytest.raises(UserError, match=expected):
+      train.run(test_config.get_config(), str(workdir))
   assert target.read_text() == 'keep me'
 
 
@@ -201,11 +200,10 @@ def test_corrupt_data_file_is_named(tmp_path):
     (data_dir / source.name).write_bytes(source.read_bytes())
   labels = data_dir / 't10k-labels-idx1-ubyte.gz'
   labels.write_bytes(labels.read_bytes()[:100])
-  result = run_main(
-    *TEST, f'--workdir={tmp_path / "w"}', f'--config.data_dir={data_dir}'
-  )
-  assert result.returncode == 1 and 'Traceback' not in result.stderr
-  assert 't10k-labels-idx1-ubyte.gz' in error_lines(result.stderr)[0]
+  config = test_config.get_config()
+  config.data_dir = str(data_dir)
+  with pytest.raises(UserError, match='t10k-labels-idx1-ubyte.gz'):
+    train.run(config, str(tmp_path / 'w'))
 
 
 def test_eval_refuses_what_it_cannot_evaluate(tmp_path, trained):
@@ -223,9 +221,8 @@ def test_eval_refuses_what_it_cannot_evaluate(tmp_path, trained):
   with pytest.raises(UserError, match='do not fit'):
     eval_mode.run(None, str(other))
   (other / 'params.npz').write_bytes(b'not a zip file')
-  result = run_main('--mode=eval', f'--workdir={other}')
-  assert result.returncode == 1 and 'Traceback' not in result.stderr
-  assert 'params.npz' in error_lines(result.stderr)[0]
+  with pytest.raises(UserError, match='params.npz'):
+    eval_mode.run(None, str(other))
 
 
 def test_an_unusable_compilation_cache_is_a_warning(trained, tmp_path):

@@ -167,12 +167,10 @@ def test_sweep_workdir_and_bad_params(trained_workdir, image_dir, tmp_path):
 def test_predict_from_the_command_line(tmp_path, trained_workdir, image_dir):
   good = sorted(image_dir.glob('*.png'))[0]
   missing = tmp_path / 'missing.png'
-  args = ['--mode=predict', f'--workdir={trained_workdir}']
+  args = ['--mode=predict', f'--workdir={trained_workdir}', '--json']
   result = run_main(*args, f'--images={good},{missing}')
   assert result.returncode == 1 and 'Traceback' not in result.stderr
-  path, label, probability = result.stdout.strip().split('\t')
-  assert path == str(good) and 0 <= int(label) <= 9 and 0 < float(probability) <= 1
+  (readable,) = json.loads(result.stdout)
+  assert readable['path'] == str(good) and 0 <= readable['label'] <= 9
+  assert len(readable['probabilities']) == 10
   assert error_lines(result.stderr) == [f'Error: {missing}: no such file']
-  as_json = run_main(*args, f'--images={good}', '--json')
-  assert as_json.returncode == 0, as_json.stderr
-  assert len(json.loads(as_json.stdout)[0]['probabilities']) == 10
