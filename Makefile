@@ -16,9 +16,11 @@ $(VENV)/.installed: requirements.txt
 
 install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+# requirements-dev.txt includes requirements.txt: one pip run installs both.
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements-dev.txt
-	touch $@
+	touch $(VENV)/.installed $@
 
 run: install
 	$(PY) main.py --config=configs/default.py --workdir=runs/default
