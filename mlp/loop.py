@@ -290,7 +290,9 @@ class Trainer:
     """Continues the run saved in checkpoint `path` (`None`: start afresh).
 
     Returns:
-      The step of the job in progress at that checkpoint, if there was one.
+      The `step` metric of the job in progress at that checkpoint's last
+      evaluation (a list, one per model, for a job with a model axis), or
+      `None` if no job was in progress.
     """
     if path is None:
       return None
@@ -315,6 +317,7 @@ class Trainer:
     describe: Callable[[dict], str],
     on_evaluation: Callable[[dict], None] = lambda metrics: None,
     stop_on_divergence: bool = False,
+    num_models: int = 1,
   ) -> Outcome:
     """Trains one job from its start, or from the checkpoint that holds it.
 
@@ -326,6 +329,8 @@ class Trainer:
       describe: the progress message for one evaluation's metrics.
       on_evaluation: called with each evaluation's metrics (host values).
       stop_on_divergence: stop once the loss is not finite (one model).
+      num_models: the models the job trains (a padded chunk's padding not
+        counted), for the progress.
 
     Returns:
       The outcome.
@@ -342,7 +347,6 @@ class Trainer:
       )
       history = list(self._resume['history'])
       resumed_at = int(state.step)
-    num_models = 1 if program.hparam_axes is None else len(state.train_loss)
     examples = num_models * static.batch_size
     self.progress.done += int(state.step) * examples
     diverged = False

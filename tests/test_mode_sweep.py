@@ -187,15 +187,27 @@ def test_chunked_equals_unchunked(cli_sweep, tmp_path, mnist_loaded_once):
 
 
 def test_chunks_stack_the_fields_that_vary_over_the_whole_grid(
-  cli_sweep, tmp_path, mnist_loaded_once
+  cli_sweep, tmp_path, monkeypatch, mnist_loaded_once
 ):
-  """Chunks of two from lr (0.1, 0.2, 0.3) x lambda: the first varies only lr,
-  the second both; one program serves both, each model as in any other chunk."""
+  """lr (0.1, 0.2, 0.3) x lambda in chunks of four: the second chunk (two
+  models and padding) varies only lr, yet the first one's program serves it;
+  each model trains as in any other chunk, and the padding is not counted."""
+  from mlp.progress import Progress
+
+  closed = []
+  close = Progress.close
+  monkeypatch.setattr(
+    Progress,
+    'close',
+    lambda self: closed.append((self.done, self.total)) or close(self),
+  )
   config = sweep_config(
-    **{'sweep.hidden_size': (8,), 'sweep.learning_rate': (0.1, 0.2, 0.3)}
+    models_per_chunk=4,
+    **{'sweep.hidden_size': (8,), 'sweep.learning_rate': (0.1, 0.2, 0.3)},
   )
   summary = sweep.run(config, str(tmp_path))
   assert summary['batched_fields'] == ['learning_rate', 'l2_reg']
+  assert closed[-1] == (6 * 60 * 32, 6 * 60 * 32)  # models x steps x batch
   rows = {(r['learning_rate'], r['l2_reg']): r for r in read_results(tmp_path)}
   assert len(rows) == 6
   for row in read_results(cli_sweep[0]):

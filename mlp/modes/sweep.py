@@ -92,8 +92,12 @@ class Best:
     self.params = None if index is None else workdir_lib.load_params(self.path)
 
   def offer(self, result: ModelResult, best_so_far: ModelResult | None, params_of):
+    """Keeps `result` if it beats the best so far: higher val accuracy, or the
+    same and an earlier place in the grid (as `results.csv` ranks them)."""
     if result.diverged or (
-      best_so_far is not None and result.val_accuracy <= best_so_far.val_accuracy
+      best_so_far is not None
+      and (result.val_accuracy, -result.index)
+      <= (best_so_far.val_accuracy, -best_so_far.index)
     ):
       return
     self.index, self.params = result.index, params_of()
@@ -206,7 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
           f'best val acc {np.nanmax(metrics["val_accuracy"]):.4f}'
         )
 
-      outcome = trainer.train(job, program, values, device, describe=describe)
+      outcome = trainer.train(
+        job, program, values, device, describe=describe, num_models=len(chunk)
+      )
       finite = model_axis.finite_per_model(outcome.state.params)
       chunk_results = _chunk_results(chunk, chunk_indices, outcome.history, finite)
       for i, result in enumerate(chunk_results):
