@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mlp import idx, tfds_source
+from mlp import hparams, idx, tfds_source
 from mlp.errors import UserError
 
-SOURCES = ('idx', 'tfds')
+SOURCES = hparams.DATA_SOURCE.values  # declared once, with the config fields
 _REPO_DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
 
 

@@ -12,9 +12,6 @@ import numpy as np
 Params = dict[str, jax.Array]
 
 
-INITS = ('normal', 'he')
-
-
 def init_params(
   key: jax.Array,
   input_size: int,
