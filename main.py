@@ -12,15 +12,17 @@ non-zero exit code (2 for flags and config files, 1 otherwise); a diverged
 training run exits 1 too.
 """
 
+import errno
 import logging as std_logging
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 # JAX and the modes are imported in `_dispatch`, so that `--help` stays fast.
-from mlp import cli, compile_cache
+from mlp import cli, compile_cache, interrupt
 from mlp.errors import UserError
 
 MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
@@ -134,11 +136,23 @@ def _dispatch(mode: str) -> None:
     benchmark.run(config, _WORKDIR.value)
 
 
+def _error_message(error: UserError) -> str:
+  """The error's line; after a failed write, also what the run keeps."""
+  from mlp import checkpoint, workdir
+
+  if not isinstance(error, workdir.WriteError) or _MODE.value not in ('train', 'sweep'):
+    return str(error)
+  kept = checkpoint.describe_newest(Path(_WORKDIR.value))
+  fix = 'free some space; ' if error.errno == errno.ENOSPC else ''
+  return f'{error}; {fix}{kept}'
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(
       f'unexpected arguments: {" ".join(argv[1:])} (flags look like --name=value)', 2
     )
+  interrupt.install()
   try:
     from mlp import distributed
 
@@ -152,8 +166,12 @@ def main(argv: list[str]) -> None:
     if _MODE.value != 'benchmark':
       compile_cache.enable(_COMPILATION_CACHE_DIR.value)
     _dispatch(_MODE.value)
+  except interrupt.Interrupted as e:
+    _fail(
+      e.message() if _MODE.value in ('train', 'sweep') else 'Interrupted', e.exit_code
+    )
   except UserError as e:
-    _fail(str(e))
+    _fail(_error_message(e))
 
 
 if __name__ == '__main__':

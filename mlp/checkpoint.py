@@ -1,55 +1,93 @@
-"""Checkpoints: a training state saved atomically, found again, and resumed.
+"""Checkpoints: a training state saved atomically, checked, found again, resumed.
 
-A checkpoint is one `.npz` in `WORKDIR/checkpoints/` holding every leaf of a
-pytree (keyed by its path) plus a JSON string of metadata, named by a
-sequence number that grows with every save (`ckpt_000000007.npz`). Files are
-written to a temporary name and renamed, so a run killed at any moment leaves
-either the previous checkpoint or the new one, never half of one. The last
-`keep` are kept. This module alone knows how the files are named.
+A checkpoint is one `.npz` in `WORKDIR/checkpoints/` named by a sequence number
+that grows with every save (`ckpt_000000007.npz`). It holds every leaf of the
+job's state (keyed `state/<path>`), arrays that finished jobs left
+(`kept/<name>`), a JSON string of metadata that includes the run's full config,
+and a SHA-256 checksum of all of that. Files are written to a temporary name
+and renamed, so a run killed at any moment leaves either the previous
+checkpoint or the new one, never half of one. The last `keep` are kept. This
+module alone knows how the files are named and laid out.
+
+A run resumes from the newest checkpoint that is intact: a damaged one (cut
+short, a flipped byte, random bytes) is set aside with a warning that names
+it, and the one before it is used. Whether a checkpoint may be resumed is
+decided by the config stored inside it, so an edited or deleted `config.json`
+cannot let another config resume.
 
 For tests of resumption, the environment variable `MLP_KILL_AFTER_CHECKPOINT=N`
 makes the process kill itself (SIGKILL) right after writing its N-th
 checkpoint: a kill at a known point, with no race.
-
-Re-running a command on a workdir resumes from the newest checkpoint, but only
-if the workdir's `config.json` describes the same training; otherwise the run
-is refused (nothing is overwritten) unless the user asks to start over.
 """
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
+from absl import logging
 
 from mlp import distributed
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
 DIRNAME = 'checkpoints'
+FORMAT = 2  # the layout described above; older checkpoints are refused
 # Config fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = frozenset(
   {'data_dir', 'data_url', 'checkpoint_every', 'keep_checkpoints', 'write_plots'}
 )
 _NAME = re.compile(r'^ckpt_(\d{9})\.npz$')
+_METADATA, _CHECKSUM = '__metadata__', '__checksum__'
+
+
+class Damaged(Exception):
+  """A checkpoint file that cannot be read back as it was written."""
+
+
+class Contents(NamedTuple):
+  """What one checkpoint holds, checked against its checksum."""
+
+  state: dict[str, np.ndarray]  # the job's state, by leaf path
+  kept: dict[str, np.ndarray]  # what finished jobs left, by name
+  metadata: dict
 
 
 def _key(path) -> str:
   return jax.tree_util.keystr(path)
 
 
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+  digest = hashlib.sha256()
+  for name in sorted(arrays):
+    value = np.ascontiguousarray(arrays[name])
+    digest.update(f'{name}|{value.dtype.str}|{value.shape}|'.encode())
+    digest.update(value.data)
+  return digest.hexdigest()
+
+
 _saved_by_this_process = 0
 
 
-def save(directory: Path, tree, metadata: dict, keep: int = 3) -> Path:
-  """Writes `tree` and `metadata` as the next checkpoint; keeps the newest `keep`.
+def save(
+  directory: Path,
+  tree,
+  metadata: dict,
+  keep: int = 3,
+  kept: dict[str, np.ndarray] | None = None,
+) -> Path:
+  """Writes `tree`, `kept` and `metadata` as the next checkpoint.
 
-  In a multi-process run every process must call this (the arrays are
-  gathered from all of them); process 0 alone writes.
+  Keeps the newest `keep` checkpoints. In a multi-process run every process
+  must call this (the arrays are gathered from all of them); process 0 alone
+  writes.
   """
   global _saved_by_this_process
   leaves = jax.tree_util.tree_flatten_with_path(distributed.to_host(tree))[0]
@@ -58,8 +96,10 @@ def save(directory: Path, tree, metadata: dict, keep: int = 3) -> Path:
   path = directory / f'ckpt_{number:09d}.npz'
   if distributed.is_writer():
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
-    arrays['__metadata__'] = np.asarray(json.dumps(metadata))
+    arrays = {f'state/{_key(p)}': np.asarray(leaf) for p, leaf in leaves}
+    arrays |= {f'kept/{name}': np.asarray(v) for name, v in (kept or {}).items()}
+    arrays[_METADATA] = np.asarray(json.dumps({'format': FORMAT, **metadata}))
+    arrays[_CHECKSUM] = np.asarray(_checksum(arrays))
     with workdir_lib.atomic_open(path, 'wb') as f:
       np.savez(f, **arrays)
     for old in all_checkpoints(directory)[:-keep]:
@@ -77,38 +117,99 @@ def all_checkpoints(directory: Path) -> list[Path]:
   return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
-def restore(path: Path, like):
-  """Loads a checkpoint into the structure of `like`.
-
-  Args:
-    path: a file written by `save`.
-    like: a pytree with the structure, shapes and dtypes expected.
-
-  Returns:
-    `(tree, metadata)`, the tree as NumPy arrays.
+def read(path: Path) -> Contents:
+  """Reads and checks a checkpoint.
 
   Raises:
-    UserError: when the file is unreadable or does not fit `like`.
+    Damaged: when the file is unreadable, incomplete, or its content does not
+      match its checksum.
   """
   try:
-    with np.load(path) as npz:
-      stored = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+    metadata = json.loads(str(arrays[_METADATA]))
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    raise Damaged(f'{type(e).__name__}: {e}') from None
+  if _CHECKSUM not in arrays and not (
+    isinstance(metadata, dict) and metadata.get('format') == FORMAT
+  ):
     raise UserError(
-      f'cannot read checkpoint {path} ({e}); delete it to resume from an older one'
-    ) from None
+      f'checkpoint {path} was not written by this version: pass --restart to start over'
+    )
+  if _checksum({k: v for k, v in arrays.items() if k != _CHECKSUM}) != str(
+    arrays.get(_CHECKSUM)
+  ):
+    raise Damaged('its content does not match its checksum')
+  del arrays[_CHECKSUM]
+  del arrays[_METADATA]
+  split = {'state/': {}, 'kept/': {}}
+  for name, value in arrays.items():
+    prefix = name[: name.index('/') + 1] if '/' in name else ''
+    if prefix not in split:
+      raise Damaged(f'unexpected entry {name!r}')
+    split[prefix][name[len(prefix) :]] = value
+  return Contents(split['state/'], split['kept/'], metadata)
+
+
+def restore(contents: Contents, like, path: Path):
+  """The state of a checkpoint in the structure of `like` (NumPy arrays).
+
+  Raises:
+    UserError: when the state does not fit `like`.
+  """
   leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
   restored = []
   for path_, leaf in leaves:
     key = _key(path_)
-    value = stored.get(key)
+    value = contents.state.get(key)
     if value is None or value.shape != leaf.shape:
       raise UserError(
         f'checkpoint {path} does not fit this run ({key}); pass --restart to start over'
       )
     restored.append(value.astype(leaf.dtype))
-  metadata = json.loads(str(stored['__metadata__']))
-  return jax.tree_util.tree_unflatten(treedef, restored), metadata
+  return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def newest_intact(directory: Path) -> tuple[Path, Contents] | None:
+  """The newest checkpoint that reads back intact, and what it holds.
+
+  Damaged newer ones get a warning that names them and are renamed to
+  `*.damaged` (by process 0), so that they leave the rotation.
+
+  Raises:
+    UserError: when there are checkpoints but none is intact.
+  """
+  checkpoints = all_checkpoints(directory)
+  for path in reversed(checkpoints):
+    try:
+      return path, read(path)
+    except Damaged as e:
+      logging.warning(
+        'Checkpoint %s is damaged (%s); trying the one before it.', path, e
+      )
+      if distributed.is_writer():
+        path.replace(path.with_name(path.name + '.damaged'))
+  if checkpoints:
+    raise UserError(
+      f'no intact checkpoint in {directory} (all {len(checkpoints)} are damaged): '
+      'pass --restart to start over'
+    )
+  return None
+
+
+def describe_newest(workdir: Path) -> str:
+  """What a run that stopped now keeps: its newest checkpoint, if intact."""
+  checkpoints = all_checkpoints(workdir / DIRNAME)
+  if not checkpoints:
+    return 'no checkpoint was written yet: the same command starts over'
+  try:
+    job = read(checkpoints[-1]).metadata.get('job')
+  except (Damaged, UserError):
+    return f'the newest checkpoint, {checkpoints[-1]}, is damaged'
+  at = f' (step {job["history"][-1]["step"]})' if job and job['history'] else ''
+  return (
+    f'the newest checkpoint, {checkpoints[-1]}{at}, is intact: the same command resumes'
+  )
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
@@ -121,8 +222,8 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 def prepare_resume(
   workdir: Path, config: dict, restart: bool, outputs: tuple[str, ...]
-) -> Path | None:
-  """Decides how a run uses `workdir`; returns the checkpoint to resume from.
+) -> tuple[Path, Contents] | None:
+  """Decides how a run uses `workdir` (which this process has claimed).
 
   Args:
     workdir: an existing directory.
@@ -131,30 +232,38 @@ def prepare_resume(
     outputs: the files this kind of run writes (deleted on restart).
 
   Returns:
-    The newest checkpoint, or None to start from scratch.
+    The newest intact checkpoint and its contents, or None to start from
+    scratch.
 
   Raises:
-    UserError: when the workdir holds a run of a different config.
+    UserError: when the workdir holds a run of a different config, or
+      checkpoints of which none is intact.
   """
-  config_path = workdir / 'config.json'
   if restart:
     if distributed.is_writer():
       shutil.rmtree(workdir / DIRNAME, ignore_errors=True)
       for name in ('config.json', *outputs):
         (workdir / name).unlink(missing_ok=True)
     return None
-  if config_path.is_file():
-    # Through JSON, so that tuples compare equal to the lists config.json holds.
-    changes = config_changes(
-      workdir_lib.read_json(config_path), json.loads(json.dumps(config))
+  found = newest_intact(workdir / DIRNAME)
+  if found is not None:
+    path, contents = found
+    stored, source = contents.metadata.get('config'), f'checkpoint {path.name}'
+  elif (workdir / 'config.json').is_file():
+    stored = workdir_lib.read_json(
+      workdir / 'config.json', fix='pass --restart to start over'
     )
-    if changes:
-      raise UserError(
-        f'workdir {workdir} holds a run with another config ({"; ".join(changes[:3])}): '
-        'pass --restart to overwrite it, or use another --workdir'
-      )
-  checkpoints = all_checkpoints(workdir / DIRNAME)
-  return checkpoints[-1] if checkpoints else None
+    source = 'config.json'
+  else:
+    return None
+  # Through JSON, so that tuples compare equal to the lists a file holds.
+  changes = config_changes(stored or {}, json.loads(json.dumps(config)))
+  if changes:
+    raise UserError(
+      f'workdir {workdir} holds a run with another config ({"; ".join(changes[:3])}; '
+      f'from its {source}): pass --restart to overwrite it, or use another --workdir'
+    )
+  return found
 
 
 def truncate_jsonl(path: Path, max_step: int) -> None:
@@ -171,14 +280,3 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
       kept.append(line)
   with workdir_lib.atomic_open(path) as f:
     f.write(''.join(line + '\n' for line in kept))
-
-
-def read_metadata(path: Path) -> dict:
-  """The metadata of a checkpoint, without its arrays."""
-  try:
-    with np.load(path) as npz:
-      return json.loads(str(npz['__metadata__']))
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(
-      f'cannot read checkpoint {path} ({e}); pass --restart to start over'
-    ) from None

@@ -7,14 +7,17 @@ results are gathered to every process (`process_allgather`), and only process
 0 writes files.
 """
 
+import contextlib
 import socket
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
 
@@ -140,6 +143,28 @@ def _gather_peers(
         peer.close()
 
 
+@contextlib.contextmanager
+def claim_workdir(workdir: Path):
+  """`workdir.claim` for a run of one or many processes: process 0 holds the
+  lock, and every process stops if it cannot."""
+  if jax.process_count() == 1:
+    with workdir_lib.claim(workdir):
+      yield
+    return
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if is_writer():
+      try:
+        stack.enter_context(workdir_lib.claim(workdir))
+      except UserError as e:
+        refusal = e
+    if multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)):
+      raise refusal or UserError(
+        f'workdir {workdir} is in use by another run (process 0 could not claim it)'
+      )
+    yield
+
+
 def is_writer() -> bool:
   """Whether this process writes the workdir's files (process 0)."""
   return jax.process_index() == 0
@@ -150,6 +175,13 @@ def to_host(tree):
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is true on any process (every process must call this)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def put(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:

@@ -14,7 +14,6 @@ left, so the same command resumes where a killed run stopped.
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp import augment, checkpoint, distributed, model, model_axis, step
+from mlp import augment, checkpoint, distributed, interrupt, model, model_axis, step
 from mlp import hparams as hparams_lib
 from mlp.data import Dataset, scale_images
 from mlp.errors import UserError
@@ -255,12 +254,58 @@ def exact_accuracies(metrics: dict, static: core.Static, num_val: int) -> dict:
   }
 
 
+DIVERGENCE_FACTOR = 100.0
+
+
+@functools.partial(jax.jit, static_argnames=('static', 'hparam_axes'))
+def start_loss(
+  params: model.Params,
+  hparams: Hyperparams,
+  data: core.DeviceData,
+  static: core.Static,
+  hparam_axes: Hyperparams | None = None,
+) -> jax.Array:
+  """The loss of initial params on the training subset (per model with axes).
+
+  The reference for divergence: see `diverged`.
+  """
+  n = static.train_eval_size
+  x, labels = scale_images(data.train_images[:n]), data.train_labels[:n]
+
+  def one(params, hparams):
+    return model.loss(
+      params, x, labels, hparams.l2_reg, compute_dtype=static.compute_dtype
+    )
+
+  if hparam_axes is not None:
+    one = jax.vmap(one, in_axes=(0, hparam_axes))
+  return one(params, hparams)
+
+
+def diverged(losses, start: float | np.ndarray) -> np.ndarray:
+  """Whether training diverged: a loss that is not finite, or that is more
+  than `DIVERGENCE_FACTOR` times the loss of the initial params (`start`).
+
+  Args:
+    losses: training losses, evaluations along the last axis.
+    start: the loss at initialisation (per model).
+
+  Returns:
+    A bool (array, per model): whether any of `losses` crossed the bound.
+  """
+  losses = np.asarray(losses, np.float64)
+  bound = DIVERGENCE_FACTOR * np.asarray(start, np.float64)[..., None]
+  with np.errstate(invalid='ignore'):
+    return np.any(~np.isfinite(losses) | (losses > bound), axis=-1)
+
+
 class Outcome(NamedTuple):
   """How a job ended: its final state, its evaluations, and whether it diverged."""
 
   state: core.TrainState
   history: list[dict]  # one dict per evaluation; values per model with a model axis
-  diverged: bool  # a single model stopped because its loss was not finite
+  start_loss: float | list[float]  # the loss of the initial params (per model)
+  diverged: bool  # a single model stopped because it diverged (see `diverged`)
   resumed_at: int | None  # the step a checkpoint resumed it at
 
 
@@ -274,32 +319,41 @@ class Trainer:
       last step of a job always gets one).
     keep: how many checkpoints are kept.
     progress: the run's progress, in (model-)examples.
+    config: the run's config, stored in each checkpoint (a resume is checked
+      against it).
     finished: what each finished job left (`finish`), by job name; restored
       from the checkpoint a run resumes from.
+    kept: arrays finished jobs left (`finish`), by name; restored likewise.
   """
 
   directory: Path
   checkpoint_every: int
   keep: int
   progress: Progress
+  config: dict = dataclasses.field(default_factory=dict)
   finished: dict[str, Any] = dataclasses.field(default_factory=dict)
+  kept: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   _resume: dict | None = None
-  _resume_path: Path | None = None
+  _resume_from: tuple[Path, checkpoint.Contents] | None = None
 
-  def resume_from(self, path: Path | None) -> int | None:
-    """Continues the run saved in checkpoint `path` (`None`: start afresh).
+  def resume_from(self, found: tuple[Path, checkpoint.Contents] | None) -> int | None:
+    """Continues the run saved in a checkpoint (`None`: start afresh).
+
+    Args:
+      found: a checkpoint's path and contents (`checkpoint.prepare_resume`).
 
     Returns:
       The `step` metric of the job in progress at that checkpoint's last
       evaluation (a list, one per model, for a job with a model axis), or
       `None` if no job was in progress.
     """
-    if path is None:
+    if found is None:
       return None
-    metadata = checkpoint.read_metadata(path)
+    path, contents = found
     try:
-      self.finished = dict(metadata['finished'])
-      self._resume, self._resume_path = metadata['job'], path
+      self.finished = dict(contents.metadata['finished'])
+      self.kept = dict(contents.kept)
+      self._resume, self._resume_from = contents.metadata['job'], found
       return self._resume['history'][-1]['step'] if self._resume else None
     except (KeyError, IndexError, TypeError):
       raise UserError(
@@ -321,6 +375,9 @@ class Trainer:
   ) -> Outcome:
     """Trains one job from its start, or from the checkpoint that holds it.
 
+    A signal (`interrupt`) during a segment takes effect at its end, after a
+    checkpoint.
+
     Args:
       job: the job's name, unique within the run.
       program: the compiled program.
@@ -328,7 +385,7 @@ class Trainer:
       data: the device-resident splits.
       describe: the progress message for one evaluation's metrics.
       on_evaluation: called with each evaluation's metrics (host values).
-      stop_on_divergence: stop once the loss is not finite (one model).
+      stop_on_divergence: stop once the loss diverged (one model; `diverged`).
       num_models: the models the job trains (a padded chunk's padding not
         counted), for the progress.
 
@@ -341,43 +398,65 @@ class Trainer:
     history: list[dict] = []
     resumed_at = None
     if self._resume is not None and self._resume['name'] == job:
-      restored, _ = checkpoint.restore(self._resume_path, like=state)
+      path, contents = self._resume_from
+      restored = checkpoint.restore(contents, like=state, path=path)
       state = jax.tree.map(
         lambda x, like: distributed.put(x, like.sharding), restored, state
       )
       history = list(self._resume['history'])
+      initial = self._resume['start_loss']
       resumed_at = int(state.step)
+    else:
+      initial = distributed.to_host(
+        start_loss(state.params, hparams, data, static, program.hparam_axes)
+      ).tolist()
+    interrupt.position = self._position(job, int(state.step))
     examples = num_models * static.batch_size
     self.progress.done += int(state.step) * examples
-    diverged = False
+    stopped = False
     last_saved = int(state.step)
-    for end in segment_ends(static):
-      if end <= int(state.step):
-        continue
-      previous = int(state.step)
-      state, metrics = program.segment(state, hparams, data, jnp.int32(end))
-      metrics = exact_accuracies(distributed.to_host(metrics), static, num_val)
-      metrics = {k: v.tolist() for k, v in metrics.items()}
-      history.append(metrics)
-      on_evaluation(metrics)
-      if end - last_saved >= self.checkpoint_every or end == static.max_iters:
-        self._save(job, state, history)
-        last_saved = int(end)
-      self.progress.done += (int(end) - previous) * examples
-      self.progress.log(self.progress.done, '%s', describe(metrics))
-      if stop_on_divergence and not math.isfinite(metrics['train_loss']):
-        diverged = True
-        break
-    return Outcome(state, history, diverged, resumed_at)
+    with interrupt.deferred():
+      for end in segment_ends(static):
+        if end <= int(state.step):
+          continue
+        previous = int(state.step)
+        state, metrics = program.segment(state, hparams, data, jnp.int32(end))
+        metrics = exact_accuracies(distributed.to_host(metrics), static, num_val)
+        metrics = {k: v.tolist() for k, v in metrics.items()}
+        history.append(metrics)
+        on_evaluation(metrics)
+        stop = distributed.any_process(interrupt.pending())
+        if end - last_saved >= self.checkpoint_every or end == static.max_iters or stop:
+          self._save(job, state, history, initial)
+          last_saved = int(end)
+        interrupt.position = self._position(job, int(end))
+        self.progress.done += (int(end) - previous) * examples
+        self.progress.log(self.progress.done, '%s', describe(metrics))
+        if stop:
+          interrupt.raise_if_pending()
+        if stop_on_divergence and diverged([metrics['train_loss']], initial):
+          stopped = True
+          break
+    return Outcome(state, history, initial, stopped, resumed_at)
 
-  def finish(self, job: str, result: Any) -> None:
-    """Records what finished job `job` left (JSON-able), and saves that."""
+  @staticmethod
+  def _position(job: str, step: int) -> str:
+    return f'step {step}' if job == 'model' else f'step {step} of {job}'
+
+  def finish(self, job: str, result: Any, kept: dict[str, np.ndarray] | None = None):
+    """Records what finished job `job` left (JSON-able, and arrays to keep
+    instead of those kept so far), and saves that."""
     self.finished[job] = result
-    self._save(None, {}, [])
+    if kept is not None:
+      self.kept = dict(kept)
+    self._save(None, {}, [], None)
 
-  def _save(self, job: str | None, state, history: list[dict]) -> None:
+  def _save(self, job: str | None, state, history: list[dict], initial) -> None:
     metadata = {
+      'config': self.config,
       'finished': self.finished,
-      'job': None if job is None else {'name': job, 'history': history},
+      'job': None
+      if job is None
+      else {'name': job, 'history': history, 'start_loss': initial},
     }
-    checkpoint.save(self.directory, state, metadata, keep=self.keep)
+    checkpoint.save(self.directory, state, metadata, keep=self.keep, kept=self.kept)

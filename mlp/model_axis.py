@@ -6,14 +6,12 @@ axis is split over the mesh axis `models`, which spans every device of every
 process, and a sweep's models are cut into chunks that fit in memory.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlp import distributed
+from mlp import distributed, resources
 from mlp.step import core
 
 
@@ -64,23 +62,15 @@ def models_per_chunk(
 ) -> int:
   """How many models train at once: `config.models_per_chunk`, or what fits.
 
-  The estimate counts each model's params, gradients and optimizer state, its
-  activations for a batch, and its evaluation activations, against half the
-  device's memory (a quarter of host RAM on CPU).
+  What fits: `resources.estimate` per model against half the memory
+  available on a device, the data counted once.
   """
   if config.get('models_per_chunk', 0) > 0:
     chunk = config.models_per_chunk
   else:
-    h, d, c = static.hidden_size, static.input_size, static.num_classes
-    params = d * h + h + h * c + c
-    activations = static.batch_size * (d + 3 * h + 3 * c)
-    evaluation = (static.train_eval_size + num_val) * (h + c)
-    per_model = 4 * (4 * params + activations + evaluation)
-    stats = jax.local_devices()[0].memory_stats() or {}
-    budget = stats.get('bytes_limit', 0) * 0.5 or (
-      os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') * 0.25
-    )
-    chunk = max(int(budget // per_model), 1)
+    need = resources.estimate(static, num_val)
+    have, _ = resources.available_bytes()
+    chunk = max(int((have * 0.5 - need.shared) // need.per_model), 1)
   return max(chunk // num_devices, 1) * num_devices
 
 

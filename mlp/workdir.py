@@ -1,19 +1,47 @@
-"""Files in the workdir, each written atomically (temporary file, then rename).
+"""The workdir: claimed by one run at a time, its files written atomically.
 
 A reader never sees a half-written `summary.json` or `params.npz`: the bytes go
 to a temporary file in the same directory, are flushed to disk, and replace the
-target with `os.replace`, which is atomic on POSIX.
+target with `os.replace`, which is atomic on POSIX. A failed write (a full
+disk) raises `WriteError`, which names the file, and leaves the old file as it
+was.
+
+A run that writes (train, sweep) first claims the workdir (`claim`): an OS
+lock (`flock`) on `WORKDIR/.lock`, which the kernel releases when the process
+ends, however it ends, so a killed run never leaves a stale lock. A second run
+on a claimed workdir is refused with the holder's process, host and start
+time. Readers (eval, predict) take no lock.
+
+For tests of a full disk where no small filesystem can be mounted, the
+environment variable `MLP_FAIL_WRITE=GLOB` makes every atomic write to a file
+whose name matches `GLOB` fail with `ENOSPC`.
 """
 
 import contextlib
+import datetime
+import errno
+import fcntl
+import fnmatch
 import json
 import os
+import socket
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from mlp.errors import UserError
+
+LOCK_FILE = '.lock'
+
+
+class WriteError(UserError):
+  """A workdir file could not be written (the disk is full, or read-only)."""
+
+  def __init__(self, path: Path, error: OSError):
+    super().__init__(f'cannot write {path}: {error.strerror or error}')
+    self.path, self.errno = path, error.errno
 
 
 def prepare(workdir: str | os.PathLike) -> Path:
@@ -34,6 +62,71 @@ def prepare(workdir: str | os.PathLike) -> Path:
   return path
 
 
+_claimed: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def claim(workdir: Path, holder: bool = True):
+  """Holds `workdir` for one run; removes temporary files a killed run left.
+
+  Args:
+    workdir: an existing directory.
+    holder: whether this process takes the lock (in a multi-process run,
+      process 0 alone does).
+
+  Raises:
+    UserError: when another process holds the workdir.
+  """
+  key = workdir.resolve()
+  if not holder or key in _claimed:  # a run inside a run of this process
+    yield
+    return
+  directory = os.open(workdir, os.O_RDONLY)
+  try:
+    # The directory's own lock guards the moment of taking the run lock and
+    # writing who holds it, so a refused run always reads a complete holder.
+    fcntl.flock(directory, fcntl.LOCK_EX)
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder_info = os.pread(fd, 4096, 0).decode(errors='replace')
+      os.close(fd)
+      raise UserError(
+        f'workdir {workdir} is in use by {_describe(holder_info)}'
+      ) from None
+    started = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    info = json.dumps(
+      {'pid': os.getpid(), 'host': socket.gethostname(), 'since': started}
+    )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode(), 0)
+  finally:
+    os.close(directory)  # closing releases the guard
+  _claimed[key] = fd
+  try:
+    _remove_temporary(workdir)
+    yield
+  finally:
+    del _claimed[key]
+    os.close(fd)  # releases the run lock
+
+
+def _describe(holder_info: str) -> str:
+  try:
+    info = json.loads(holder_info)
+    return f'process {info["pid"]} on {info["host"]} since {info["since"]}'
+  except (ValueError, KeyError, TypeError):
+    return 'another process'
+
+
+def _remove_temporary(workdir: Path) -> None:
+  """Deletes the temporary files of writes that a kill interrupted."""
+  for folder in (workdir, *(p for p in workdir.iterdir() if p.is_dir())):
+    for tmp in folder.glob('.*.tmp'):
+      tmp.unlink(missing_ok=True)
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -42,18 +135,30 @@ os.umask(_UMASK)
 def atomic_open(path: str | os.PathLike, mode: str = 'w'):
   """Opens a temporary sibling of `path`; renames it over `path` on success."""
   path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  except OSError as e:
+    raise WriteError(path, e) from None
   os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from others
   try:
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()
+      _injected_failure(path)
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
+    if isinstance(e, OSError):
+      raise WriteError(path, e) from None
     raise
+
+
+def _injected_failure(path: Path) -> None:
+  pattern = os.environ.get('MLP_FAIL_WRITE')
+  if pattern and fnmatch.fnmatch(path.name, pattern):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -65,8 +170,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 def append_jsonl(path: str | os.PathLike, obj) -> None:
   """Appends one JSON object as a line (a line is written with one call)."""
-  with open(path, 'a') as f:
-    f.write(json.dumps(obj) + '\n')
+  try:
+    with open(path, 'a') as f:
+      f.write(json.dumps(obj) + '\n')
+  except OSError as e:  # a line cut short is dropped when the run resumes
+    raise WriteError(Path(path), e) from None
 
 
 def save_params(path: str | os.PathLike, params: dict) -> None:
@@ -95,15 +203,25 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
       f'--workdir={path.parent}'
     )
   try:
-    with np.load(path) as npz:
+    with np.load(path, allow_pickle=False) as npz:
       return {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise UserError(
-      f'cannot read saved params {path} ({e}); train again with --mode=train'
+      f'cannot read saved params {path} (damaged: {type(e).__name__}: {e}); '
+      'train again with --mode=train'
     ) from None
 
 
-def read_json(path: str | os.PathLike):
-  """Reads a JSON file written by this package."""
-  with open(path) as f:
-    return json.load(f)
+def read_json(path: str | os.PathLike, fix: str = 'delete it') -> dict:
+  """Reads a JSON object written by this package; `fix` ends the error if damaged."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f'cannot read {path} (damaged: {e}): {fix}') from None
+  if not isinstance(value, dict):
+    raise UserError(
+      f'cannot read {path} (damaged: a JSON {type(value).__name__}, not an object): '
+      f'{fix}'
+    )
+  return value

@@ -37,7 +37,9 @@ def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
     config_path = workdir / 'config.json'
     if not config_path.is_file():
       raise UserError(f'no config.json in {workdir}: pass --config=configs/NAME.py')
-    config = ml_collections.ConfigDict(workdir_lib.read_json(config_path))
+    config = ml_collections.ConfigDict(
+      workdir_lib.read_json(config_path, fix='pass --config=configs/NAME.py')
+    )
   dataset = data.from_config(config)
   problem = model.shape_problem(
     params, dataset.train_images.shape[1], dataset.num_classes

@@ -28,6 +28,7 @@ from mlp import (
   model_axis,
   provenance,
   report,
+  resources,
 )
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
@@ -58,21 +59,23 @@ class ModelResult:
     return {k: v for k, v in dataclasses.asdict(self).items() if k != 'config'}
 
 
-def _chunk_results(chunk, indices, history, finite) -> list[ModelResult]:
+def _chunk_results(chunk, indices, outcome: loop.Outcome) -> list[ModelResult]:
+  history = outcome.history
   curves = {
     k: np.stack([np.asarray(h[k]) for h in history], axis=1) for k in history[0]
   }
+  finite = model_axis.finite_per_model(outcome.state.params)
+  diverged = loop.diverged(curves['train_loss'], outcome.start_loss)
   results = []
   for i, config in enumerate(chunk):
-    loss = float(curves['train_loss'][i, -1])
     results.append(
       ModelResult(
         index=indices[i],
         config=config,
         val_accuracy=float(curves['val_accuracy'][i, -1]),
         train_accuracy=float(curves['train_accuracy'][i, -1]),
-        final_loss=loss,
-        diverged=not (math.isfinite(loss) and bool(finite[i])),
+        final_loss=float(curves['train_loss'][i, -1]),
+        diverged=bool(diverged[i] or not finite[i]),
         history={k: v[i].tolist() for k, v in curves.items()},
       )
     )
@@ -80,16 +83,14 @@ def _chunk_results(chunk, indices, history, finite) -> list[ModelResult]:
 
 
 class Best:
-  """The best model so far (by val accuracy, never a diverged one), kept on disk.
+  """The best model so far (by val accuracy, never a diverged one).
 
-  Its params live in `checkpoints/best_params.npz`, beside the checkpoints
-  that name its index, so a resumed sweep finds them again.
+  Its params are kept in each checkpoint (`Trainer.finish(..., kept=...)`), so
+  a resumed sweep finds them again.
   """
 
-  def __init__(self, directory, index: int | None = None):
-    self.path = directory / 'best_params.npz'
-    self.index = index
-    self.params = None if index is None else workdir_lib.load_params(self.path)
+  def __init__(self, index: int | None = None, params: dict | None = None):
+    self.index, self.params = index, params
 
   def offer(self, result: ModelResult, best_so_far: ModelResult | None, params_of):
     """Keeps `result` if it beats the best so far: higher val accuracy, or the
@@ -101,9 +102,6 @@ class Best:
     ):
       return
     self.index, self.params = result.index, params_of()
-    if distributed.is_writer():
-      self.path.parent.mkdir(exist_ok=True)
-      workdir_lib.save_params(self.path, self.params)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
@@ -124,12 +122,29 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   """
   points = grid.points(config)
   configs = [grid.model_config(config, p) for p in points]
-  workdir = workdir_lib.prepare(workdir)
-  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
+  for c in configs:
+    hparams.validate(c)
+  # Everything that can refuse the config runs before the workdir is created.
   dataset = data.from_config(config)
   num_train = len(dataset.train_labels)
   for c in configs:
     hparams.validate(c, num_train=num_train)
+  groups: dict[tuple, list[int]] = {}
+  for i, c in enumerate(configs):
+    groups.setdefault((c.hidden_size, c.batch_size), []).append(i)
+  statics = {
+    key: loop.static_for([configs[i] for i in idx], dataset)
+    for key, idx in groups.items()
+  }
+  for static in statics.values():
+    resources.check(static, len(dataset.val_labels), num_models=1)
+  workdir = workdir_lib.prepare(workdir)
+  with distributed.claim_workdir(workdir):
+    return _sweep(config, workdir, restart, configs, dataset, groups, statics)
+
+
+def _sweep(config, workdir, restart, configs, dataset, groups, statics) -> dict:
+  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
     workdir_lib.write_json(workdir / 'config.json', config.to_dict())
 
@@ -139,13 +154,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   devices = jax.devices()
   mesh = model_axis.model_mesh()
   device = model_axis.replicated_data(dataset, mesh)
-  groups: dict[tuple, list[int]] = {}
-  for i, c in enumerate(configs):
-    groups.setdefault((c.hidden_size, c.batch_size), []).append(i)
-  statics = {
-    key: loop.static_for([configs[i] for i in idx], dataset)
-    for key, idx in groups.items()
-  }
   total = sum(
     len(idx) * statics[k].max_iters * statics[k].batch_size for k, idx in groups.items()
   )
@@ -155,6 +163,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     config.checkpoint_every,
     config.keep_checkpoints,
     progress,
+    config=config.to_dict(),
   )
   trainer.resume_from(resume_from)
   results = {
@@ -163,10 +172,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     for r in job['results']
   }
   jobs = list(trainer.finished.values())
-  best = Best(trainer.directory, jobs[-1]['best'] if jobs else None)
+  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
+  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
   if resume_from is not None:
     logging.info(
-      'Resuming from %s: %d of %d models done.', resume_from, len(results), len(configs)
+      'Resuming from %s: %d of %d models done.',
+      resume_from[0],
+      len(results),
+      len(configs),
     )
   logging.info(
     'Sweep of %d models in %d shape group(s) on %d %s device(s); batched: %s.',
@@ -213,8 +226,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
       outcome = trainer.train(
         job, program, values, device, describe=describe, num_models=len(chunk)
       )
-      finite = model_axis.finite_per_model(outcome.state.params)
-      chunk_results = _chunk_results(chunk, chunk_indices, outcome.history, finite)
+      chunk_results = _chunk_results(chunk, chunk_indices, outcome)
       for i, result in enumerate(chunk_results):
         best.offer(
           result,
@@ -225,7 +237,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
         )
         results[result.index] = result
       trainer.finish(
-        job, {'results': [r.to_json() for r in chunk_results], 'best': best.index}
+        job,
+        {'results': [r.to_json() for r in chunk_results], 'best': best.index},
+        kept={f'best/{k}': v for k, v in (best.params or {}).items()},
       )
   progress.close()
   sweep_seconds = time.perf_counter() - started

@@ -14,7 +14,18 @@ import jax
 import ml_collections
 from absl import logging
 
-from mlp import checkpoint, data, evaluation, hparams, loop, model, provenance, report
+from mlp import (
+  checkpoint,
+  data,
+  distributed,
+  evaluation,
+  hparams,
+  loop,
+  model,
+  provenance,
+  report,
+  resources,
+)
 from mlp import workdir as workdir_lib
 from mlp.progress import Progress
 
@@ -34,10 +45,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   """
   started = time.perf_counter()
   hparams.validate(config)
-  workdir = workdir_lib.prepare(workdir)
-  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
+  # Everything that can refuse the config runs before the workdir is created.
   dataset = data.from_config(config)
   hparams.validate(config, num_train=len(dataset.train_labels))
+  static = loop.static_for([config], dataset)
+  resources.check(static, len(dataset.val_labels), num_models=1)
+  workdir = workdir_lib.prepare(workdir)
+  with distributed.claim_workdir(workdir):
+    return _train(config, workdir, restart, dataset, static, started)
+
+
+def _train(config, workdir: Path, restart: bool, dataset, static, started) -> dict:
+  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   device = loop.device_data(dataset)
   jax.block_until_ready(device)
   data_seconds = time.perf_counter() - started
@@ -52,7 +71,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   )
   workdir_lib.write_json(workdir / 'config.json', config.to_dict())
 
-  static = loop.static_for([config], dataset)
   values = jax.device_put(hparams.of_config(config))
   program = loop.compile_one(static, values, device)
   logging.info('Compiled the training step in %.2fs.', program.compile_seconds)
@@ -64,6 +82,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     config.checkpoint_every,
     config.keep_checkpoints,
     progress,
+    config=config.to_dict(),
   )
   step = trainer.resume_from(resume_from)
   if step is None:
@@ -71,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   else:
     checkpoint.truncate_jsonl(metrics_path, step)
     progress.start_time -= _elapsed_before(metrics_path)
-    logging.info('Resuming from %s at step %d.', resume_from, step)
+    logging.info('Resuming from %s at step %d.', resume_from[0], step)
 
   def on_evaluation(metrics: dict) -> None:
     metrics['epoch'] = metrics['step'] / static.iters_per_epoch

@@ -1,0 +1,72 @@
+"""Ctrl-C and SIGTERM: stop at a point the same command resumes from.
+
+`install` replaces Python's SIGINT handler (and adds one for SIGTERM, which
+cluster schedulers send before they kill a job). A signal raises `Interrupted`
+at once, except inside `deferred()`, the training loop's segments: there it is
+noted, and the loop saves a checkpoint at the end of the segment in progress
+and then raises `Interrupted` itself (`raise_if_pending`). A second signal does
+not wait. `main.py` turns `Interrupted` into one `Error:` line and exit code
+128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+"""
+
+import contextlib
+import signal
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_pending: int | None = None
+_deferring = False
+position = 'step 0'  # where training stands, for the message; the loop updates it
+
+
+class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not an Exception
+  """The process was asked to stop by signal `signum`."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+  def message(self) -> str:
+    return f'Interrupted at {position}; the same command resumes'
+
+
+def _handler(signum, frame):
+  global _pending
+  if _deferring and _pending is None:
+    _pending = signum
+    return
+  raise Interrupted(signum)
+
+
+def install() -> None:
+  """Handles SIGINT and SIGTERM as described above (main thread only)."""
+  for signum in SIGNALS:
+    signal.signal(signum, _handler)
+
+
+@contextlib.contextmanager
+def deferred():
+  """Signals inside wait for `raise_if_pending` (or for the block's end)."""
+  global _deferring
+  _deferring = True
+  try:
+    yield
+  finally:
+    _deferring = False
+  raise_if_pending()
+
+
+def pending() -> bool:
+  """Whether a signal waits to be acted on."""
+  return _pending is not None
+
+
+def raise_if_pending() -> None:
+  global _pending
+  if _pending is not None:
+    signum, _pending = _pending, None
+    raise Interrupted(signum)
