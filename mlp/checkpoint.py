@@ -15,9 +15,12 @@ it, and the one before it is used. Whether a checkpoint may be resumed is
 decided by the config stored inside it, so an edited or deleted `config.json`
 cannot let another config resume.
 
-For tests of resumption, the environment variable `MLP_KILL_AFTER_CHECKPOINT=N`
-makes the process kill itself (SIGKILL) right after writing its N-th
-checkpoint: a kill at a known point, with no race.
+For tests, the environment variable `MLP_KILL_AFTER_CHECKPOINT=N` makes the
+process kill itself (SIGKILL) right after writing its N-th checkpoint: a kill
+at a known point, with no race. `MLP_STOP_AFTER_CHECKPOINT=N` stops it there
+instead (SIGSTOP, still holding its workdir), for a test to act on a run in
+progress (`os.waitpid(pid, os.WUNTRACED)` returns once it has stopped) and
+then let it go on (SIGCONT).
 """
 
 import hashlib
@@ -45,6 +48,7 @@ RESUMABLE_FIELDS = frozenset(
   {'data_dir', 'data_url', 'checkpoint_every', 'keep_checkpoints', 'write_plots'}
 )
 _NAME = re.compile(r'^ckpt_(\d{9})\.npz$')
+_NUMBERED = re.compile(r'^ckpt_(\d{9})\.npz')  # also `.damaged` ones
 _METADATA, _CHECKSUM = '__metadata__', '__checksum__'
 
 
@@ -74,6 +78,10 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 
 
 _saved_by_this_process = 0
+_TEST_SIGNALS = (
+  ('MLP_KILL_AFTER_CHECKPOINT', signal.SIGKILL),
+  ('MLP_STOP_AFTER_CHECKPOINT', signal.SIGSTOP),
+)
 
 
 def save(
@@ -91,8 +99,13 @@ def save(
   """
   global _saved_by_this_process
   leaves = jax.tree_util.tree_flatten_with_path(distributed.to_host(tree))[0]
-  existing = all_checkpoints(directory)
-  number = int(_NAME.match(existing[-1].name)[1]) + 1 if existing else 1
+  # Numbers keep growing past checkpoints set aside as damaged.
+  numbers = [
+    int(m[1])
+    for p in (directory.iterdir() if directory.is_dir() else ())
+    if (m := _NUMBERED.match(p.name))
+  ]
+  number = max(numbers, default=0) + 1
   path = directory / f'ckpt_{number:09d}.npz'
   if distributed.is_writer():
     directory.mkdir(parents=True, exist_ok=True)
@@ -105,8 +118,9 @@ def save(
     for old in all_checkpoints(directory)[:-keep]:
       old.unlink(missing_ok=True)
   _saved_by_this_process += 1
-  if os.environ.get('MLP_KILL_AFTER_CHECKPOINT') == str(_saved_by_this_process):
-    os.kill(os.getpid(), signal.SIGKILL)
+  for variable, signum in _TEST_SIGNALS:
+    if os.environ.get(variable) == str(_saved_by_this_process):
+      os.kill(os.getpid(), signum)
   return path
 
 

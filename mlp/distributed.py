@@ -93,17 +93,15 @@ def _rendezvous(
   the coordinator's port: process 0 listens, the others connect, and a
   missing process becomes a clear error after `timeout` seconds.
   """
-  host, _, port = address.rpartition(':')
-  if not host or not port.isdigit():
-    raise UserError(f'--coordinator_address={address} must look like HOST:PORT')
+  host, port, family = parse_address(address)
   deadline = time.monotonic() + timeout
   if process_id == 0:
-    _gather_peers(host, int(port), num_processes - 1, deadline, timeout)
+    _gather_peers(host, port, family, num_processes - 1, deadline, timeout)
     return
   while True:
     try:
       with socket.create_connection(
-        (host, int(port)), timeout=max(deadline - time.monotonic(), 0.1)
+        (host, port), timeout=max(deadline - time.monotonic(), 0.1)
       ) as peer:
         peer.settimeout(max(deadline - time.monotonic(), 0.1))
         if peer.recv(1) == b'1':
@@ -118,10 +116,47 @@ def _rendezvous(
     time.sleep(0.2)
 
 
+def parse_address(address: str) -> tuple[str, int, socket.AddressFamily]:
+  """`HOST:PORT` or `[IPV6]:PORT` -> host, port, and the host's address family.
+
+  Raises:
+    UserError: for a malformed address, a port out of range, or a host that
+      does not resolve.
+  """
+  host, _, port = address.rpartition(':')
+  if host.startswith('[') and host.endswith(']'):
+    host = host[1:-1]
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise UserError(
+      f'--coordinator_address={address} must look like HOST:PORT (or [IPV6]:PORT) '
+      'with a port from 1 to 65535'
+    )
+  try:
+    family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
+  except (socket.gaierror, UnicodeError) as e:
+    raise UserError(
+      f'--coordinator_address={address}: host {host} is unknown ({e}); pass the '
+      "address of process 0's machine"
+    ) from None
+  return host, int(port), family
+
+
 def _gather_peers(
-  host: str, port: int, count: int, deadline: float, timeout: float
+  host: str,
+  port: int,
+  family: socket.AddressFamily,
+  count: int,
+  deadline: float,
+  timeout: float,
 ) -> None:
-  with socket.create_server((host, port), reuse_port=False) as server:
+  try:
+    server = socket.create_server((host, port), family=family, reuse_port=False)
+  except OSError as e:
+    raise UserError(
+      f'process 0 cannot listen on {host}:{port} ({e.strerror}): the port is in use '
+      'or the address is not one of this machine; pick a free --coordinator_address'
+    ) from None
+  with server:
     server.settimeout(0.2)
     peers = []
     try:

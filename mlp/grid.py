@@ -37,8 +37,21 @@ def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
         f"config.sweep.{field}={value!r} must be a tuple, e.g. --config.sweep.{field}='(1, 2)'"
       )
     if value:
-      values[field] = tuple(value)
+      values[field] = tuple(_number(field, v) for v in value)
   return values
+
+
+def _number(field: str, value):
+  """A sweep value as its field's type; refuses words and fractional integers."""
+  integer = field in hparams.INTEGER
+  number = isinstance(value, int | float) and not isinstance(value, bool)
+  if not number or (integer and not float(value).is_integer()):
+    kind = 'whole numbers' if integer else 'numbers'
+    raise UserError(
+      f'config.sweep.{field} holds {value!r}, but its values must be {kind}, e.g. '
+      f"--config.sweep.{field}='{(16, 32) if integer else (0.1, 0.3)}'"
+    )
+  return int(value) if integer else float(value)
 
 
 def _random_points(values: dict[str, tuple], num_samples: int, seed: int) -> list[dict]:

@@ -1,4 +1,8 @@
-"""Multi-process sweeps: 2 processes x 2 CPU devices over gloo on 127.0.0.1."""
+"""Multi-process sweeps: 2 processes x 2 CPU devices over gloo on the loopback.
+
+The coordinator is `[::1]:PORT` (a bracketed IPv6 address) where the machine
+has IPv6, else `127.0.0.1:PORT`.
+"""
 
 import csv
 import signal
@@ -16,15 +20,27 @@ pytestmark = pytest.mark.xdist_group('sweep_workdir')
 TWO_DEVICES = {'JAX_NUM_CPU_DEVICES': '2'}
 
 
+def _loopback() -> tuple[socket.AddressFamily, str, str]:
+  try:
+    with socket.socket(socket.AF_INET6) as s:
+      s.bind(('::1', 0))
+    return socket.AF_INET6, '::1', '[::1]'
+  except OSError:
+    return socket.AF_INET, '127.0.0.1', '127.0.0.1'
+
+
+FAMILY, HOST, ADDRESS_HOST = _loopback()
+
+
 def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
+  with socket.socket(FAMILY) as s:
+    s.bind((HOST, 0))
     return s.getsockname()[1]
 
 
 def flags(process_id: int, port: int, num_processes: int = 2, timeout: int = 60):
   return [
-    f'--coordinator_address=127.0.0.1:{port}',
+    f'--coordinator_address={ADDRESS_HOST}:{port}',
     f'--num_processes={num_processes}',
     f'--process_id={process_id}',
     f'--distributed_timeout={timeout}',

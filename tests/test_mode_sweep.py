@@ -240,6 +240,9 @@ def test_sharded_over_four_devices_equals_one_device(cli_sweep, tmp_path):
     ('search', 'bayes', 'search'),
     ('search', 'random', 'num_samples'),
     ('models_per_chunk', -1, 'models_per_chunk'),
+    ('sweep.learning_rate', (0.1, 'fast'), "holds 'fast'.* must be numbers"),
+    ('sweep.hidden_size', (16.5,), 'holds 16.5.* must be whole numbers'),
+    ('batch_size', 60000, 'at most the 55000 training images'),
   ],
 )
 def test_sweep_user_errors_leave_nothing_behind(tmp_path, field, value, expected):

@@ -38,6 +38,7 @@ def metrics_without_time(workdir: Path) -> list[dict]:
 def test_train_writes_the_workdir_files(trained):
   workdir, result = trained
   assert sorted(p.name for p in workdir.iterdir()) == [
+    '.lock',
     'checkpoints',
     'config.json',
     'metrics.jsonl',
@@ -159,6 +160,7 @@ def test_divergence_stops_early_with_a_clear_error(tmp_path):
     ('data_dir', '/nonexistent/mnist', '/nonexistent/mnist'),
     ('num_val', 60000, 'num_val'),
     ('data_url', 'ftp://example.invalid/', 'ftp://'),
+    ('hidden_size', 10_000_000, r'needs about .* GB .* free: lower hidden_size'),
   ],
 )
 def test_user_errors_leave_nothing_behind(tmp_path, field, value, expected):
@@ -168,7 +170,7 @@ def test_user_errors_leave_nothing_behind(tmp_path, field, value, expected):
     config.data_dir = str(tmp_path)
   with pytest.raises(UserError, match=expected):
     train.run(config, str(tmp_path / 'w'))
-  assert not (tmp_path / 'w' / 'config.json').exists()
+  assert not (tmp_path / 'w').exists()
 
 
 def test_a_user_error_is_one_line_without_traceback(tmp_path):
