@@ -14,6 +14,7 @@ training run exits 1 too.
 
 import errno
 import logging as std_logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -172,6 +173,14 @@ def main(argv: list[str]) -> None:
     )
   except UserError as e:
     _fail(_error_message(e))
+  except Exception as e:
+    distributed = sys.modules.get('mlp.distributed')
+    if distributed is None or (message := distributed.lost_peer(e)) is None:
+      raise
+    logging.flush()
+    print(f'Error: {message}', file=sys.stderr, flush=True)
+    # Not sys.exit: JAX's exit handler would wait for the lost process.
+    os._exit(1)
 
 
 if __name__ == '__main__':

@@ -63,6 +63,9 @@ def initialize(
       num_processes=num_processes,
       process_id=process_id,
       initialization_timeout=timeout_seconds,
+      # A process that stops sending heartbeats is given up within the timeout.
+      heartbeat_timeout_seconds=timeout_seconds,
+      shutdown_timeout_seconds=timeout_seconds,
     )
     jax.devices()  # The processes meet here.
   except Exception as e:  # noqa: BLE001 -- any failure to meet is reported the same way
@@ -198,6 +201,19 @@ def claim_workdir(workdir: Path):
         f'workdir {workdir} is in use by another run (process 0 could not claim it)'
       )
     yield
+
+
+def lost_peer(error: BaseException) -> str | None:
+  """The `Error:` message for a runtime error of a multi-process run, which
+  means that another process of the run stopped; `None` for anything else."""
+  if jax.process_count() == 1 or not isinstance(error, jax.errors.JaxRuntimeError):
+    return None
+  reason = ' '.join(str(error).split())[:200]
+  return (
+    f'process {jax.process_index()} lost contact with the other processes of the run '
+    f'({reason}): see their logs, then run the same command on every process to '
+    'resume from the newest checkpoint'
+  )
 
 
 def is_writer() -> bool:

@@ -47,12 +47,13 @@ def flags(process_id: int, port: int, num_processes: int = 2, timeout: int = 60)
   ]
 
 
-def start_two(workdir: Path, env: dict | None = None):
+def start_two(workdir: Path, envs: tuple[dict, dict] = ({}, {})):
   port = free_port()
-  env = {**TWO_DEVICES, **(env or {})}
   return [
-    start_main(*SWEEP, f'--workdir={workdir}', *flags(i, port), env=env)
-    for i in range(2)
+    start_main(
+      *SWEEP, f'--workdir={workdir}', *flags(i, port), env={**TWO_DEVICES, **env}
+    )
+    for i, env in enumerate(envs)
   ]
 
 
@@ -78,13 +79,18 @@ def assert_same_results(a: list[dict], b: list[dict]) -> None:
     assert float(x['final_loss']) == pytest.approx(float(y['final_loss']), rel=1e-5)
 
 
-def test_two_processes_killed_resumed_and_equal_to_one(sweep_workdir, tmp_path):
-  """Each process kills itself after its 3rd checkpoint (process 0 writes it)."""
+def test_a_dead_peer_stops_the_run_which_resumes_equal_to_one(sweep_workdir, tmp_path):
+  """Process 1 dies after its 3rd checkpoint (process 0 writes it); process 0
+  stops at its next collective with one line, not a traceback or an abort."""
   single, _ = sweep_workdir
-  processes = start_two(tmp_path, env={'MLP_KILL_AFTER_CHECKPOINT': '3'})
-  for process in processes:
-    process.communicate(timeout=300)
-    assert process.returncode == -signal.SIGKILL
+  survivor, dead = start_two(tmp_path, envs=({}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}))
+  dead.communicate(timeout=300)
+  assert dead.returncode == -signal.SIGKILL
+  _, stderr = survivor.communicate(timeout=300)
+  assert survivor.returncode == 1 and 'Traceback' not in stderr
+  (error,) = error_lines(stderr)
+  assert error.startswith('Error: process 0 lost contact with the other processes')
+  assert 'run the same command on every process to resume' in error
   assert not (tmp_path / 'results.csv').exists()
   outputs = run_two(tmp_path)
   assert 'Resuming from' in outputs[0][1]
