@@ -156,6 +156,20 @@ def test_trainer_stops_a_single_diverged_model(data, tmp_path):
   assert outcome.diverged and len(outcome.history) < STATIC.num_segments
 
 
+def test_trainer_stops_a_finite_explosion(data, tmp_path, monkeypatch):
+  """A loss past DIVERGENCE_FACTOR x the initial loss stops a run like a NaN:
+  with the factor made tiny, the first evaluation is past it."""
+  hp = make_hparams()
+  program = loop.compile_one(STATIC, hp, data)
+  monkeypatch.setattr(loop, 'DIVERGENCE_FACTOR', 1e-3)
+  outcome = _trainer(tmp_path).train(
+    'model', program, hp, data, describe=str, stop_on_divergence=True
+  )
+  assert outcome.diverged and len(outcome.history) == 1
+  assert np.isfinite(outcome.history[0]['train_loss'])
+  assert outcome.start_loss == pytest.approx(np.log(3), rel=0.2)
+
+
 def test_trainer_keeps_finished_jobs_and_checkpoints_every_n_steps(data, tmp_path):
   hp = make_hparams()
   program = loop.compile_one(STATIC, hp, data)
