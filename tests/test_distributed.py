@@ -5,6 +5,7 @@ has IPv6, else `127.0.0.1:PORT`.
 """
 
 import csv
+import os
 import signal
 import socket
 from pathlib import Path
@@ -80,12 +81,25 @@ def assert_same_results(a: list[dict], b: list[dict]) -> None:
 
 
 def test_a_dead_peer_stops_the_run_which_resumes_equal_to_one(sweep_workdir, tmp_path):
-  """Process 1 dies after its 3rd checkpoint (process 0 writes it); process 0
-  stops at its next collective with one line, not a traceback or an abort."""
+  """Process 0 holds the workdir: another run is refused while process 0 is
+  stopped after its 3rd checkpoint. Process 1 dies after its own 3rd; process 0,
+  let go on, stops at its next collective with one line, not a traceback or an
+  abort, and the two resume."""
   single, _ = sweep_workdir
-  survivor, dead = start_two(tmp_path, envs=({}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}))
+  survivor, dead = start_two(
+    tmp_path,
+    envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}),
+  )
+  _, status = os.waitpid(survivor.pid, os.WUNTRACED)
+  assert os.WIFSTOPPED(status)
+  other = run_main(*SWEEP, f'--workdir={tmp_path}')
+  (error,) = error_lines(other.stderr)
+  assert error.startswith(
+    f'Error: workdir {tmp_path} is in use by process {survivor.pid}'
+  )
   dead.communicate(timeout=300)
   assert dead.returncode == -signal.SIGKILL
+  os.kill(survivor.pid, signal.SIGCONT)
   _, stderr = survivor.communicate(timeout=300)
   assert survivor.returncode == 1 and 'Traceback' not in stderr
   (error,) = error_lines(stderr)
