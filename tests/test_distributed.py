@@ -129,3 +129,17 @@ def test_a_missing_coordinator_is_a_clear_error(tmp_path):
 def test_incomplete_distributed_flags_are_refused(tmp_path):
   result = run_main(*SWEEP, f'--workdir={tmp_path}', '--num_processes=2')
   assert result.returncode == 1 and 'needs --coordinator_address' in result.stderr
+
+
+def test_train_mode_refuses_several_processes(tmp_path):
+  port = free_port()
+  processes = [
+    start_main('--config=configs/test.py', f'--workdir={tmp_path}', *flags(i, port))
+    for i in range(2)
+  ]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    (error,) = error_lines(stderr)
+    assert 'a multi-process run is for --mode=sweep' in error
+  assert not tmp_path.joinpath('config.json').exists()

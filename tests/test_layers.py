@@ -15,7 +15,15 @@ MLP = REPO / 'mlp'
 LAYERS = ('modes', 'loop', 'step', 'model')
 # Helpers of several modes (accuracy over a split, the model axis, pictures and
 # tables of results) may also use the step and the model, but not the loop.
-HELPERS = ('evaluation', 'model_axis', 'resources', 'plots', 'sweep_plots', 'report', 'results')
+HELPERS = (
+  'evaluation',
+  'model_axis',
+  'resources',
+  'plots',
+  'sweep_plots',
+  'report',
+  'results',
+)
 # Everything else (data, hyperparameters, checkpoints, workdir files, ...) is
 # below all of them and imports none.
 

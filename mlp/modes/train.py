@@ -27,6 +27,7 @@ from mlp import (
   resources,
 )
 from mlp import workdir as workdir_lib
+from mlp.errors import UserError
 from mlp.progress import Progress
 
 OUTPUTS = ('metrics.jsonl', 'params.npz', 'summary.json')
@@ -44,6 +45,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     The summary dict (also written as `summary.json`).
   """
   started = time.perf_counter()
+  if jax.process_count() > 1:
+    raise UserError(
+      '--mode=train trains one model in one process; a multi-process run is for '
+      '--mode=sweep'
+    )
   hparams.validate(config)
   # Everything that can refuse the config runs before the workdir is created.
   dataset = data.from_config(config)
