@@ -108,7 +108,10 @@ def save(
   number = max(numbers, default=0) + 1
   path = directory / f'ckpt_{number:09d}.npz'
   if distributed.is_writer():
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise workdir_lib.WriteError(directory, e) from None
     arrays = {f'state/{_key(p)}': np.asarray(leaf) for p, leaf in leaves}
     arrays |= {f'kept/{name}': np.asarray(v) for name, v in (kept or {}).items()}
     arrays[_METADATA] = np.asarray(json.dumps({'format': FORMAT, **metadata}))
@@ -285,10 +288,12 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
   if not path.is_file():
     return
   kept = []
-  for line in path.read_text().splitlines():
+  for line in path.read_text(errors='replace').splitlines():
     try:
       record = json.loads(line)
-    except json.JSONDecodeError:  # a line cut short by a kill
+    except json.JSONDecodeError:  # a line cut short by a kill, or damaged
+      continue
+    if not isinstance(record, dict):
       continue
     if record.get('step', 0) <= max_step:
       kept.append(line)

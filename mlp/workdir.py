@@ -66,21 +66,37 @@ _claimed: dict[Path, int] = {}
 
 
 @contextlib.contextmanager
-def claim(workdir: Path, holder: bool = True):
+def claim(workdir: Path):
   """Holds `workdir` for one run; removes temporary files a killed run left.
 
   Args:
     workdir: an existing directory.
-    holder: whether this process takes the lock (in a multi-process run,
-      process 0 alone does).
 
   Raises:
-    UserError: when another process holds the workdir.
+    UserError: when another process holds the workdir, or it cannot be locked.
   """
   key = workdir.resolve()
-  if not holder or key in _claimed:  # a run inside a run of this process
+  if key in _claimed:  # a run inside a run of this process
     yield
     return
+  try:
+    fd = _take_lock(workdir)
+  except OSError as e:
+    raise UserError(
+      f'cannot lock workdir {workdir} ({e.strerror or e}): its filesystem may not '
+      f'support locks, or {workdir / LOCK_FILE} is not a file; pass another --workdir'
+    ) from None
+  _claimed[key] = fd
+  try:
+    _remove_temporary(workdir)
+    yield
+  finally:
+    del _claimed[key]
+    os.close(fd)  # releases the run lock
+
+
+def _take_lock(workdir: Path) -> int:
+  """Locks `WORKDIR/.lock` and writes who holds it; its descriptor."""
   directory = os.open(workdir, os.O_RDONLY)
   try:
     # The directory's own lock guards the moment of taking the run lock and
@@ -101,15 +117,9 @@ def claim(workdir: Path, holder: bool = True):
     )
     os.ftruncate(fd, 0)
     os.pwrite(fd, info.encode(), 0)
+    return fd
   finally:
     os.close(directory)  # closing releases the guard
-  _claimed[key] = fd
-  try:
-    _remove_temporary(workdir)
-    yield
-  finally:
-    del _claimed[key]
-    os.close(fd)  # releases the run lock
 
 
 def _describe(holder_info: str) -> str:

@@ -289,3 +289,19 @@ def test_claim_is_released_when_the_run_ends(tmp_path):
     assert info['pid'] == os.getpid()
   with workdir_lib.claim(tmp_path):  # free again
     pass
+
+
+def test_other_damaged_workdir_files_are_one_error_or_skipped(tmp_path):
+  (tmp_path / '.lock').mkdir()  # not a file
+  with (
+    pytest.raises(UserError, match='cannot lock workdir'),
+    workdir_lib.claim(tmp_path),
+  ):
+    pass
+  metrics = tmp_path / 'metrics.jsonl'
+  metrics.write_bytes(b'{"step": 20}\n\xff\xfe garbage\n[1]\n{"step": 40}\n{"step": 6')
+  checkpoint.truncate_jsonl(metrics, 40)
+  assert metrics.read_text() == '{"step": 20}\n{"step": 40}\n'
+  (tmp_path / 'checkpoints').write_text('a file where the folder should be')
+  with pytest.raises(workdir_lib.WriteError, match='cannot write .*checkpoints'):
+    checkpoint.save(tmp_path / 'checkpoints', {}, {})
