@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp import grid  # noqa: E402
+from mlp import grid, hparams  # noqa: E402
 from mlp.modes import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', str(REPO / 'configs/sweep.py'))
@@ -46,7 +46,13 @@ _SKIP_PROCESSES = flags.DEFINE_bool(
 
 
 # A sweep config's fields that a training config does not have.
-SWEEP_FIELDS = ('sweep', 'search', 'num_samples', 'models_per_chunk')
+SWEEP_FIELDS = (
+  'sweep',
+  'search',
+  'num_samples',
+  'models_per_chunk',
+  *(f.name for f in hparams.SEARCH),
+)
 # A config file holding one ConfigDict as JSON, for `main.py --config=`.
 CONFIG_FILE = '''"""A config written by bench/sweep_speed.py."""
 

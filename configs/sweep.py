@@ -23,9 +23,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.sweep.learning_rate = (1e-3, 1e-2, 1e-1, 5e-1)
   config.sweep.l2_reg = (1e-4, 1e-3, 1e-2)
   # 'grid': the Cartesian product; 'random': `num_samples` draws, float fields
-  # log-uniform in (low, high), integer fields uniform over their tuple.
+  # log-uniform in (low, high), integer fields uniform over their tuple;
+  # 'halving': successive halving over the grid (or `num_samples` draws):
+  # rungs of max_iters / eta**k, ..., max_iters steps (the first at least
+  # min_iters), each keeping the best 1/eta of its models by val accuracy;
+  # 'hyperband': Li et al.'s brackets of such searches, of random draws;
+  # 'pbt': population-based training of the grid (or the draws): every
+  # pbt_interval steps the worst pbt_fraction copy the best, then their
+  # pbt_explore fields (default: every swept float field) are multiplied by
+  # pbt_perturb or its inverse, or redrawn (chance pbt_resample) within the
+  # swept range.
   config.search = 'grid'
   config.num_samples = 0
+  for field in hparams.SEARCH:  # eta, min_iters, max_iters, pbt_*
+    config[field.name] = field.default
+  config.pbt_explore = ()
   # Models trained per call (0 = as many as fit in half the device memory).
   config.models_per_chunk = 0
   return config

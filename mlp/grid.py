@@ -4,7 +4,10 @@
 means "not swept, use the config's own value". With `search='grid'` the models
 are the Cartesian product of the tuples; with `search='random'`, `num_samples`
 points are drawn: a float field's `(low, high)` is a log-uniform range, an
-integer field's tuple is a set of choices.
+integer field's tuple is a set of choices. `search='halving'` starts from
+`num_samples` random points, or from the grid when `num_samples` is 0;
+`search='hyperband'` from random points (as many as its brackets need);
+`search='pbt'` trains the grid, or `num_samples` random points, as a population.
 """
 
 import itertools
@@ -16,7 +19,7 @@ import numpy as np
 from mlp import hparams
 from mlp.errors import UserError
 
-SEARCHES = ('grid', 'random')
+SEARCHES = ('grid', 'random', 'halving', 'hyperband', 'pbt')
 
 
 def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
@@ -87,13 +90,19 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
   search = config.get('search', 'grid')
   if search not in SEARCHES:
     raise UserError(
-      f"config field search={search!r} is invalid: expected 'grid' or 'random'"
+      f'config field search={search!r} is invalid: expected one of '
+      f'{", ".join(SEARCHES)}'
     )
-  if search == 'random':
-    num_samples = config.get('num_samples', 0)
-    if not isinstance(num_samples, int) or num_samples < 1:
+  num_samples = config.get('num_samples', 0)
+  if search in ('random', 'hyperband') or (search != 'grid' and num_samples != 0):
+    if (
+      isinstance(num_samples, bool)
+      or not isinstance(num_samples, int)
+      or num_samples < 1
+    ):
       raise UserError(
         f'config field num_samples={num_samples!r}: random search needs num_samples >= 1'
+        + ('' if search == 'random' else ' (0: start from the grid)')
       )
     result = _random_points(values, num_samples, config.seed)
   else:

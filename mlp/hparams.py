@@ -204,6 +204,28 @@ SETTINGS = (
   Field('elastic_sigma', float, 4.0, 0.0, low_open=True, doc='pixels'),
 )
 
+# Settings of the adaptive searches of a sweep (`config.search`, see
+# `configs/sweep.py`), checked by the sweep that uses them.
+SEARCH = (
+  Field('eta', int, 3, 2, doc="'halving': 1/eta of a rung's models go on"),
+  Field('min_iters', int, 100, 1, doc="'halving': the first rung's steps (at least)"),
+  Field('max_iters', int, 0, 0, doc="'halving': the last rung's steps (0 = num_iters)"),
+  Field(
+    'pbt_interval', int, 0, 0, doc="'pbt': steps between exploits (0 = eval_every)"
+  ),
+  Field(
+    'pbt_fraction',
+    float,
+    0.25,
+    0.0,
+    0.5,
+    low_open=True,
+    doc="'pbt': the worst fraction copies the best fraction",
+  ),
+  Field('pbt_perturb', float, 1.25, 1.0, doc="'pbt': a copy's value x or / this"),
+  Field('pbt_resample', float, 0.25, 0.0, 1.0, doc="'pbt': chance of a fresh draw"),
+)
+
 FIELDS = {f.name: f for f in (*PER_MODEL, *SHAPES, *SETTINGS)}
 NAMES = tuple(f.name for f in PER_MODEL)
 SWEEPABLE = NAMES + tuple(f.name for f in SHAPES)

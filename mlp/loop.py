@@ -372,6 +372,9 @@ class Trainer:
     on_evaluation: Callable[[dict], None] = lambda metrics: None,
     stop_on_divergence: bool = False,
     num_models: int = 1,
+    state: core.TrainState | None = None,
+    until: int | None = None,
+    initial_loss: list[float] | None = None,
   ) -> Outcome:
     """Trains one job from its start, or from the checkpoint that holds it.
 
@@ -388,13 +391,20 @@ class Trainer:
       stop_on_divergence: stop once the loss diverged (one model; `diverged`).
       num_models: the models the job trains (a padded chunk's padding not
         counted), for the progress.
+      state: where the job starts (default: `program.init(hparams)`), e.g.
+        the survivors of a search's previous rung; its steps count as done.
+      until: the step the job ends at (default: the program's `max_iters`),
+        e.g. the end of an interval of population-based training.
+      initial_loss: with `state`, the loss of each model's initial params
+        (divergence is measured against it; default: the loss of `state`).
 
     Returns:
       The outcome.
     """
     static = program.static
     num_val = data.val_labels.shape[0]
-    state = program.init(hparams)
+    state = program.init(hparams) if state is None else state
+    start_step = int(state.step)
     history: list[dict] = []
     resumed_at = None
     if self._resume is not None and self._resume['name'] == job:
@@ -406,17 +416,21 @@ class Trainer:
       history = list(self._resume['history'])
       initial = self._resume['start_loss']
       resumed_at = int(state.step)
+    elif initial_loss is not None:
+      initial = initial_loss
     else:
       initial = distributed.to_host(
         start_loss(state.params, hparams, data, static, program.hparam_axes)
       ).tolist()
     interrupt.position = self._position(job, int(state.step))
     examples = num_models * static.batch_size
-    self.progress.done += int(state.step) * examples
+    self.progress.done += (int(state.step) - start_step) * examples
     stopped = False
     last_saved = int(state.step)
+    until = static.max_iters if until is None else until
+    ends = [int(e) for e in segment_ends(static) if e < until] + [until]
     with interrupt.deferred():
-      for end in segment_ends(static):
+      for end in ends:
         if end <= int(state.step):
           continue
         previous = int(state.step)
@@ -426,7 +440,7 @@ class Trainer:
         history.append(metrics)
         on_evaluation(metrics)
         stop = distributed.any_process(interrupt.pending())
-        if end - last_saved >= self.checkpoint_every or end == static.max_iters or stop:
+        if end - last_saved >= self.checkpoint_every or end == until or stop:
           self._save(job, state, history, initial)
           last_saved = int(end)
         interrupt.position = self._position(job, int(end))
@@ -443,13 +457,25 @@ class Trainer:
   def _position(job: str, step: int) -> str:
     return f'step {step}' if job == 'model' else f'step {step} of {job}'
 
-  def finish(self, job: str, result: Any, kept: dict[str, np.ndarray] | None = None):
+  def finish(
+    self,
+    job: str,
+    result: Any,
+    kept: dict[str, np.ndarray] | None = None,
+    save: bool = True,
+  ):
     """Records what finished job `job` left (JSON-able, and arrays to keep
-    instead of those kept so far), and saves that."""
+    instead of those kept so far), and saves that.
+
+    With `save=False` the record goes into the next checkpoint, that of a
+    job starting from the state this one left (population-based training's
+    next interval): a kill before it resumes this job at its end.
+    """
     self.finished[job] = result
     if kept is not None:
       self.kept = dict(kept)
-    self._save(None, {}, [], None)
+    if save:
+      self._save(None, {}, [], None)
 
   def _save(self, job: str | None, state, history: list[dict], initial) -> None:
     metadata = {

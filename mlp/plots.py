@@ -33,8 +33,27 @@ SHORT_NAMES = {
   'batch_size': 'batch',
 }
 AXIS_NAMES = {'learning_rate': 'learning rate', 'l2_reg': 'λ (L2 regularization)'}
-INT_COLUMNS = ('hidden_size', 'num_iters', 'seed', 'batch_size')
-METRIC_COLUMNS = ('val_accuracy', 'train_accuracy', 'final_loss', 'diverged')
+INT_COLUMNS = (
+  'hidden_size',
+  'num_iters',
+  'seed',
+  'batch_size',
+  'bracket',
+  'rung',
+  'steps',
+  'copies',
+)
+# Not hyperparameters: outcomes, and where an adaptive search left a model.
+METRIC_COLUMNS = (
+  'val_accuracy',
+  'train_accuracy',
+  'final_loss',
+  'diverged',
+  'bracket',
+  'rung',
+  'steps',
+  'copies',
+)
 
 
 def new_figure(width: float, height: float) -> matplotlib.figure.Figure:

@@ -2,7 +2,8 @@
 
 `curves.jsonl` holds one JSON object per model, in grid order: `model` (its
 index), `hyperparameters` (the table's fields) and `curves` (each metric of
-`metrics.jsonl` as a list over evaluations).
+`metrics.jsonl` as a list over evaluations). An adaptive search adds its
+own columns after the metrics (`rung`, `steps`: where each model stopped).
 """
 
 import csv
@@ -31,9 +32,14 @@ def rows(results: list, fields: list[str]) -> list[dict]:
       'train_accuracy': r.train_accuracy,
       'final_loss': r.final_loss,
       'diverged': r.diverged,
+      **r.search,
     }
     for r in results
   ]
+
+
+def _search_columns(results: list) -> list[str]:
+  return list(results[0].search) if results else []
 
 
 def _format(value) -> str:
@@ -46,7 +52,7 @@ def _format(value) -> str:
 
 def markdown_table(results: list, fields: list[str]) -> str:
   """A Markdown table of `results` (already sorted)."""
-  header = [*fields, *METRIC_COLUMNS]
+  header = [*fields, *METRIC_COLUMNS, *_search_columns(results)]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for row in rows(results, fields):
     lines.append('| ' + ' | '.join(_format(row[h]) for h in header) + ' |')
@@ -58,7 +64,9 @@ def write(workdir, results: list, fields: list[str]) -> None:
   table = rows(results, fields)
   buffer = io.StringIO()
   writer = csv.DictWriter(
-    buffer, fieldnames=[*fields, *METRIC_COLUMNS], lineterminator='\n'
+    buffer,
+    fieldnames=[*fields, *METRIC_COLUMNS, *_search_columns(results)],
+    lineterminator='\n',
   )
   writer.writeheader()
   writer.writerows(table)

@@ -216,7 +216,7 @@ def write_sweep_plots(workdir: str | Path) -> list[Path]:
     path = plots_dir / f'heatmap_h{hidden_size}.png'
     title = f'Validation accuracy, H={hidden_size}{note}'
     varying = [f for f in ('learning_rate', 'l2_reg') if len({r[f] for r in group}) > 1]
-    if config.get('search') == 'random':
+    if config.get('search') in ('random', 'pbt') or config.get('num_samples', 0) > 0:
       written.append(scatter_plot(group, title, path))
     elif len(varying) == 2:
       written.append(heatmap(group, title, path))

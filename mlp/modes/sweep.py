@@ -9,7 +9,10 @@ sharded across devices (and hosts). Every chunk is a job of the training loop
 """
 
 import dataclasses
+import functools
 import math
+import re
+import shutil
 import time
 
 import jax
@@ -29,10 +32,13 @@ from mlp import (
   provenance,
   report,
   resources,
+  search,
 )
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
+from mlp.errors import UserError
 from mlp.progress import Progress
+from mlp.step import core
 
 OUTPUTS = (
   'results.csv',
@@ -54,6 +60,7 @@ class ModelResult:
   final_loss: float
   diverged: bool
   history: dict[str, list]
+  search: dict = dataclasses.field(default_factory=dict)  # halving: rung, steps
 
   def to_json(self) -> dict:
     return {k: v for k, v in dataclasses.asdict(self).items() if k != 'config'}
@@ -120,8 +127,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   Returns:
     The summary dict.
   """
-  points = grid.points(config)
+  brackets = _brackets(config)
+  points = grid.points(config if brackets is None else _draws(config, brackets))
+  explore = _pbt_settings(config)
   configs = [grid.model_config(config, p) for p in points]
+  if brackets is not None:
+    if config.search == 'halving':
+      ends = brackets[0].ends
+      brackets = [
+        search.Bracket(ends, search.rung_sizes(len(points), len(ends), config.eta))
+      ]
+    for c in configs:  # the rungs stop a model; its schedule is the full run's
+      c.num_iters = brackets[0].ends[-1]
   for c in configs:
     hparams.validate(c)
   # Everything that can refuse the config runs before the workdir is created.
@@ -140,10 +157,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     resources.check(static, len(dataset.val_labels), num_models=1)
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
-    return _sweep(config, workdir, restart, configs, dataset, groups, statics)
+    return _sweep(
+      config, workdir, restart, configs, dataset, groups, statics, brackets, explore
+    )
 
 
-def _sweep(config, workdir, restart, configs, dataset, groups, statics) -> dict:
+def _sweep(
+  config, workdir, restart, configs, dataset, groups, statics, brackets, explore
+) -> dict:
   resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
     workdir_lib.write_json(workdir / 'config.json', config.to_dict())
@@ -154,6 +175,13 @@ def _sweep(config, workdir, restart, configs, dataset, groups, statics) -> dict:
   devices = jax.devices()
   mesh = model_axis.model_mesh()
   device = model_axis.replicated_data(dataset, mesh)
+  if explore is not None:
+    fields = tuple(n for n in hparams.NAMES if n in {*fields, *explore.fields})
+    return _pbt(config, workdir, resume_from, configs, dataset, fields, explore)
+  if brackets is not None:
+    return _adaptive(
+      config, workdir, resume_from, configs, dataset, fields, groups, brackets
+    )
   total = sum(
     len(idx) * statics[k].max_iters * statics[k].batch_size for k, idx in groups.items()
   )
@@ -262,9 +290,596 @@ def _sweep(config, workdir, restart, configs, dataset, groups, statics) -> dict:
   )
 
 
+def _brackets(config: ml_collections.ConfigDict) -> list | None:
+  """The brackets of an adaptive search (else `None`): `search.Bracket`s.
+
+  'halving' is one bracket of every model (its sizes set once the models are
+  known); 'hyperband' is Li et al.'s brackets of random draws.
+  """
+  name = config.get('search', 'grid')
+  if name not in search.ADAPTIVE:
+    return None
+  for field in hparams.SEARCH:
+    field.check(config.get(field.name, field.default))
+  max_iters = config.max_iters or config.num_iters
+  if config.min_iters > max_iters:
+    raise UserError(
+      f'config field min_iters={config.min_iters} is invalid: expected at most '
+      f'max_iters={max_iters} (set it with --config.min_iters=VALUE)'
+    )
+  if grid.swept_values(config).get('num_iters'):
+    raise UserError(
+      f'config.sweep.num_iters cannot be swept with search={name}: the rungs set '
+      "each model's steps (set --config.max_iters and --config.min_iters)"
+    )
+  if name == 'hyperband':
+    if config.get('num_samples', 0) != 0:
+      raise UserError(
+        f'config field num_samples={config.num_samples} is invalid with '
+        'search=hyperband: its brackets set how many models are drawn (set it to 0)'
+      )
+    return search.hyperband(config.min_iters, max_iters, config.eta)
+  return [search.Bracket(search.rungs(config.min_iters, max_iters, config.eta), [])]
+
+
+def _draws(config: ml_collections.ConfigDict, brackets) -> ml_collections.ConfigDict:
+  """The config whose points are the search's models (Hyperband: as many
+  random draws as its brackets start)."""
+  if config.search != 'hyperband':
+    return config
+  draws = ml_collections.ConfigDict(config.to_dict())
+  draws.num_samples = sum(b.sizes[0] for b in brackets)
+  return draws
+
+
+def _work(brackets, bracket: int, rung: int, alive_batches, eta) -> float:
+  """Model-examples left from the start of `rung` of `bracket`, for the
+  progress (later brackets at the mean batch size of the models alive)."""
+  batch = float(np.mean(alive_batches)) if alive_batches else 0.0
+  count, work = len(alive_batches), 0.0
+  for b in range(bracket, len(brackets)):
+    ends = brackets[b].ends
+    for j in range(rung if b == bracket else 0, len(ends)):
+      work += count * (ends[j] - (ends[j - 1] if j else 0)) * batch
+      count = max(count // eta, 1)
+    if b + 1 < len(brackets):
+      count = brackets[b + 1].sizes[0]
+  return work
+
+
+def _rung_states_dir(directory, job: str):
+  """Where a rung job's final state waits for the next rung (a checkpoint)."""
+  return directory / 'rungs' / re.sub(r'[^A-Za-z0-9-]+', '_', job)
+
+
+def _survivors_state(directory, located: dict, members: list[int], like):
+  """The `members`' training state at the end of the previous rung.
+
+  Args:
+    directory: the checkpoint directory.
+    located: model index -> `(job, size, position)` in the previous rung.
+    members: the models of the new job (padded), in order.
+    like: the new program's initial state (shapes, dtypes and shardings).
+
+  Returns:
+    The state of `members`, model axis first, placed as `like` is.
+  """
+  loaded, rows, offset = [], {}, 0
+  for job, size in dict.fromkeys((job, size) for job, size, _ in located.values()):
+    if not any(located[m][0] == job for m in members):
+      continue
+    abstract = _resized(like, size)
+    path = checkpoint.all_checkpoints(_rung_states_dir(directory, job))[-1]
+    try:
+      contents = checkpoint.read(path)
+    except checkpoint.Damaged as e:
+      raise UserError(
+        f'the state of rung job {job!r} in {path} is damaged ({e}): pass --restart '
+        'to start over'
+      ) from None
+    loaded.append(checkpoint.restore(contents, like=abstract, path=path))
+    rows[job], offset = offset, offset + size
+  joined = search.concat_models(loaded, core.STATE_AXES)
+  picked = search.gather_models(
+    joined, core.STATE_AXES, [rows[located[m][0]] + located[m][2] for m in members]
+  )
+  return jax.tree.map(lambda x, to: distributed.put(x, to.sharding), picked, like)
+
+
+def _resized(state: core.TrainState, size: int) -> core.TrainState:
+  """Shapes and dtypes of `state` with `size` models."""
+
+  def resize(axis, subtree):
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+        x.shape if axis is None else (size, *x.shape[1:]), x.dtype
+      ),
+      subtree,
+    )
+
+  return jax.tree.map(resize, core.STATE_AXES, state, is_leaf=lambda x: x is None)
+
+
+def _adaptive(config, workdir, resume_from, configs, dataset, fields, groups, brackets):
+  """Successive halving, in one bracket or in Hyperband's, one after another.
+
+  Each rung trains its models from where the previous rung left them, by
+  shape group and in chunks like a sweep, each chunk padded to the device
+  count and compiled once per rung size: dropped models are not trained at
+  all. A rung job's final state waits in `checkpoints/rungs/` for the next
+  rung, and the finished jobs' records (each model's evaluations, hence rung
+  membership) are in the checkpoints, so a killed search resumes exactly.
+  The best model is the best of the models that reached a bracket's last
+  rung.
+  """
+  mesh = model_axis.model_mesh()
+  device = model_axis.replicated_data(dataset, mesh)
+  num_devices = jax.device_count()
+  eta = config.eta
+  progress = Progress(
+    int(
+      _work(
+        brackets, 0, 0, [c.batch_size for c in configs[: brackets[0].sizes[0]]], eta
+      )
+    ),
+    unit='model-examples',
+  )
+  trainer = loop.Trainer(
+    workdir / checkpoint.DIRNAME,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    progress,
+    config=config.to_dict(),
+  )
+  trainer.resume_from(resume_from)
+  jobs = list(trainer.finished.values())
+  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
+  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
+  if resume_from is not None:
+    logging.info('Resuming from %s: %d rung job(s) done.', resume_from[0], len(jobs))
+  logging.info(
+    '%s of %d models on %d %s device(s): %s.',
+    'Successive halving' if len(brackets) == 1 else 'Hyperband',
+    len(configs),
+    num_devices,
+    jax.default_backend(),
+    '; '.join(
+      f'rungs end at steps {", ".join(map(str, b.ends))} with '
+      f'{", ".join(map(str, b.sizes))} models'
+      for b in brackets
+    ),
+  )
+  parts: dict[int, list[dict]] = {}  # each model's record of each rung
+  reached_end: dict[int, ModelResult] = {}  # models that finished a bracket
+  compile_seconds = 0.0
+  started = time.perf_counter()
+  for number, bracket in enumerate(brackets):
+    alive = list(range(bracket.first, bracket.first + bracket.sizes[0]))
+    located: dict[int, tuple] = {}
+    prefix = f'bracket {number}, ' if len(brackets) > 1 else ''
+    for rung, end in enumerate(bracket.ends):
+      begin = bracket.ends[rung - 1] if rung else 0
+      last = rung == len(bracket.ends) - 1
+      batches = [configs[m].batch_size for m in alive]
+      progress.total = progress.done + int(_work(brackets, number, rung, batches, eta))
+      survivors_of_rung = set(alive)
+      where = {}
+      for (hidden_size, batch_size), idx in groups.items():
+        members = [m for m in idx if m in survivors_of_rung]
+        if not members:
+          continue
+        static = loop.static_for([configs[m] for m in members], dataset, max_iters=end)
+        chunk_size = min(
+          model_axis.models_per_chunk(
+            config, static, len(dataset.val_labels), num_devices
+          ),
+          math.ceil(len(members) / num_devices) * num_devices,
+        )
+        program = None
+        for start in range(0, len(members), chunk_size):
+          chunk = members[start : start + chunk_size]
+          job = (
+            f'{prefix}rung {rung}, H {hidden_size}, batch {batch_size}, '
+            f'models {chunk[0]}-{chunk[-1]}'
+          )
+          padded = search.padded(chunk, chunk_size)
+          record = trainer.finished.get(job)
+          if record is not None:
+            progress.done += len(chunk) * (end - begin) * batch_size
+          else:
+            values, axes = hparams.stack(
+              [hparams.of_config(configs[m]) for m in padded], fields
+            )
+            values = model_axis.put_models(values, mesh, axes)
+            if program is None:
+              program = loop.compile_many(static, values, axes, device, mesh)
+              compile_seconds += program.compile_seconds
+              progress.start_time += program.compile_seconds
+            initial, initial_loss = None, None
+            if rung:
+              initial = _survivors_state(
+                trainer.directory, located, padded, program.init(values)
+              )
+              initial_loss = [  # divergence is judged as in a run alone
+                trainer.finished[located[m][0]]['start_loss'][located[m][2]]
+                for m in padded
+              ]
+
+            where_am_i = (
+              f'{prefix}rung {rung + 1}/{len(bracket.ends)}, H {hidden_size}, '
+              f'{len(chunk)} models'
+            )
+
+            def describe(metrics, where_am_i=where_am_i, end=end):
+              return (
+                f'{where_am_i}: step {max(metrics["step"])}/{end}, '
+                f'best val acc {np.nanmax(metrics["val_accuracy"]):.4f}'
+              )
+
+            outcome = trainer.train(
+              job,
+              program,
+              values,
+              device,
+              describe=describe,
+              num_models=len(chunk),
+              state=initial,
+              initial_loss=initial_loss,
+            )
+            results = _chunk_results([configs[m] for m in chunk], chunk, outcome)
+            if last:
+              for i, result in enumerate(results):
+                best.offer(
+                  result,
+                  reached_end.get(best.index),
+                  lambda i=i, p=outcome.state.params: distributed.to_host(
+                    jax.tree.map(lambda x: x[i], p)
+                  ),
+                )
+                reached_end[result.index] = result
+            else:
+              checkpoint.save(
+                _rung_states_dir(trainer.directory, job),
+                outcome.state,
+                {'job': job},
+                keep=1,
+              )
+            record = {
+              'results': [r.to_json() for r in results],
+              'size': len(padded),
+              'start_loss': outcome.start_loss,
+              'best': best.index,
+            }
+            trainer.finish(
+              job,
+              record,
+              kept={f'best/{k}': v for k, v in (best.params or {}).items()},
+            )
+          for position, r in enumerate(record['results']):
+            where[r['index']] = (job, record['size'], position)
+            parts.setdefault(r['index'], []).append(r)
+            if last:
+              reached_end[r['index']] = ModelResult(config=configs[r['index']], **r)
+      if last:
+        break
+      ended = [parts[m][-1] for m in alive]
+      alive = search.survivors(
+        [r['index'] for r in ended],
+        [r['val_accuracy'] for r in ended],
+        [r['diverged'] for r in ended],
+        bracket.sizes[rung + 1],
+      )
+      located = where
+      logging.info(
+        '%sRung %d/%d done at step %d: %d of %d models go on.',
+        prefix.capitalize(),
+        rung + 1,
+        len(bracket.ends),
+        end,
+        len(alive),
+        len(ended),
+      )
+      if not alive:
+        break
+  progress.close()
+  if distributed.is_writer():  # the states between rungs are spent
+    shutil.rmtree(trainer.directory / 'rungs', ignore_errors=True)
+  sweep_seconds = time.perf_counter() - started
+  results, summary_brackets = [], []
+  for number, bracket in enumerate(brackets):
+    models = range(bracket.first, bracket.first + bracket.sizes[0])
+    summary_brackets.append(
+      {
+        'rungs': bracket.ends,
+        'rung_sizes': [
+          sum(1 for m in models if len(parts[m]) > k) for k in range(len(bracket.ends))
+        ],
+        'models': [bracket.first, bracket.first + bracket.sizes[0]],
+      }
+    )
+    for m in models:
+      records = parts[m]
+      history = {
+        k: [x for r in records for x in r['history'][k]] for k in records[-1]['history']
+      }
+      final = {**records[-1], 'history': history}
+      final['search'] = {
+        **({'bracket': number} if len(brackets) > 1 else {}),
+        'rung': len(records) - 1,
+        'steps': bracket.ends[len(records) - 1],
+      }
+      results.append(ModelResult(config=configs[m], **final))
+  return _finish(
+    config,
+    workdir,
+    dataset,
+    results,
+    best,
+    {
+      'num_models': len(configs),
+      'search': config.search,
+      'brackets': summary_brackets,
+      **(
+        {k: summary_brackets[0][k] for k in ('rungs', 'rung_sizes')}
+        if len(brackets) == 1
+        else {}
+      ),
+      'model_steps': sum(r.search['steps'] for r in results),
+      'sweep_seconds': sweep_seconds,
+      'compile_seconds': compile_seconds,
+      'model_examples_per_second': progress.done
+      / max(sweep_seconds - compile_seconds, 1e-9),
+      'batched_fields': list(fields),
+      'jax_version': jax.__version__,
+      'resumed': resume_from is not None,
+      **provenance.record(),
+    },
+  )
+
+
+def _pbt_settings(config: ml_collections.ConfigDict) -> search.Explore | None:
+  """Population-based training's exploration (else `None`), checked."""
+  if config.get('search', 'grid') != 'pbt':
+    return None
+  for field in hparams.SEARCH:
+    field.check(config.get(field.name, field.default))
+  swept = grid.swept_values(config)
+  for name in ('hidden_size', 'batch_size', 'num_iters'):
+    if len(set(swept.get(name, ()))) > 1:
+      raise UserError(
+        f'config.sweep.{name} cannot take several values with search=pbt: its '
+        'members copy each other, so they share shapes and training length'
+      )
+  floats = [f.name for f in hparams.PER_MODEL if f.dtype is float]
+  names = tuple(config.get('pbt_explore', ())) or tuple(
+    f for f in swept if f in floats and len(set(swept[f])) > 1
+  )
+  for name in names:
+    values = swept.get(name, ())
+    if name not in floats or len(values) < 2 or min(values) <= 0:
+      raise UserError(
+        f'config.pbt_explore names {name!r}: expected a per-model float field swept '
+        f'over positive values ({", ".join(floats)}), whose range bounds the search'
+      )
+  if not names:
+    raise UserError(
+      'search=pbt needs a float field swept over a range to explore, e.g. '
+      "--config.sweep.learning_rate='(0.01, 1.0)'"
+    )
+  return search.Explore(
+    fields=names,
+    low=tuple(float(min(swept[n])) for n in names),
+    high=tuple(float(max(swept[n])) for n in names),
+    perturb=float(config.pbt_perturb),
+    resample=float(config.pbt_resample),
+    fraction=float(config.pbt_fraction),
+  )
+
+
+def _pbt(config, workdir, resume_from, configs, dataset, fields, explore):
+  """Population-based training: one compiled program for the whole run.
+
+  Every `pbt_interval` steps is a job of the loop; between two jobs,
+  `search.exploit_explore` (jitted) replaces the worst members' state and
+  hyperparameters on the device, and the next job continues with the same
+  program. Each job's record (each member's evaluations, whom it copied and
+  its hyperparameters afterwards) goes into the next job's checkpoints, so
+  a killed run resumes exactly.
+  """
+  mesh = model_axis.model_mesh()
+  device = model_axis.replicated_data(dataset, mesh)
+  num_devices = jax.device_count()
+  members = list(range(len(configs)))
+  padded = search.padded(members, math.ceil(len(members) / num_devices) * num_devices)
+  static = loop.static_for(configs, dataset)
+  interval = config.pbt_interval or static.eval_every
+  ends = [*range(interval, static.max_iters, interval), static.max_iters]
+  values, axes = hparams.stack([hparams.of_config(configs[m]) for m in padded], fields)
+  progress = Progress(
+    len(members) * static.max_iters * static.batch_size, unit='model-examples'
+  )
+  trainer = loop.Trainer(
+    workdir / checkpoint.DIRNAME,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    progress,
+    config=config.to_dict(),
+  )
+  trainer.resume_from(resume_from)
+  jobs = list(trainer.finished.values())
+  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
+  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
+  if resume_from is not None:
+    logging.info('Resuming from %s: %d interval(s) done.', resume_from[0], len(jobs))
+  logging.info(
+    'Population-based training of %d members on %d %s device(s): exploit and '
+    'explore (%s) every %d steps.',
+    len(members),
+    num_devices,
+    jax.default_backend(),
+    ', '.join(explore.fields),
+    interval,
+  )
+  started = time.perf_counter()
+  program = loop.compile_many(
+    static, model_axis.put_models(values, mesh, axes), axes, device, mesh
+  )
+  progress.start_time += program.compile_seconds
+  step = jax.jit(
+    functools.partial(
+      search.exploit_explore,
+      num_members=len(members),
+      explore=explore,
+      state_axes=core.STATE_AXES,
+    )
+  )
+  state, initial_loss, records, used = None, None, [], []
+  for k, end in enumerate(ends):
+    begin = ends[k - 1] if k else 0
+    job = f'interval {k}: steps {begin}-{end}'
+    used.append(values)
+    record = trainer.finished.get(job)
+    if record is not None:
+      progress.done += len(members) * (end - begin) * static.batch_size
+    else:
+      on_device = model_axis.put_models(values, mesh, axes)
+
+      def describe(metrics, end=end):
+        return (
+          f'PBT, {len(members)} members: step {max(metrics["step"])}/{ends[-1]}, '
+          f'best val acc {np.nanmax(metrics["val_accuracy"][: len(members)]):.4f}'
+        )
+
+      outcome = trainer.train(
+        job,
+        program,
+        on_device,
+        device,
+        describe=describe,
+        num_models=len(members),
+        state=state,
+        until=end,
+        initial_loss=initial_loss,
+      )
+      losses = np.stack([h['train_loss'] for h in outcome.history], axis=1)
+      healthy = model_axis.finite_per_model(outcome.state.params) & ~loop.diverged(
+        losses, outcome.start_loss
+      )
+      results = _chunk_results([configs[m] for m in members], members, outcome)
+      record = {'results': [r.to_json() for r in results]}
+      if k == len(ends) - 1:
+        for i, result in enumerate(results):
+          best.offer(
+            result,
+            next((r for r in results if r.index == best.index), None),
+            lambda i=i, p=outcome.state.params: distributed.to_host(
+              jax.tree.map(lambda x: x[i], p)
+            ),
+          )
+        trainer.finish(
+          job,
+          {**record, 'best': best.index},
+          kept={f'best/{k}': v for k, v in (best.params or {}).items()},
+        )
+      else:
+        accuracy = np.asarray(outcome.history[-1]['val_accuracy'], np.float32)
+        new_state, new_values, source = step(
+          jax.random.fold_in(jax.random.key(config.seed), k),
+          outcome.state,
+          on_device,
+          accuracy,
+          healthy,
+        )
+        state = jax.device_put(
+          new_state, jax.tree.map(lambda x: x.sharding, outcome.state)
+        )
+        record['source'] = np.asarray(distributed.to_host(source)).tolist()
+        record['hparams'] = {
+          f: np.asarray(distributed.to_host(getattr(new_values, f))).tolist()
+          for f in fields
+        }
+        # A copy is judged for divergence against its donor's initial loss.
+        record['start_loss'] = [outcome.start_loss[i] for i in record['source']]
+        record['best'] = None
+        trainer.finish(job, record, save=False)
+    records.append(record)
+    initial_loss = record.get('start_loss')
+    if 'hparams' in record:
+      values = values._replace(
+        **{
+          f: np.asarray(v, getattr(values, f).dtype)
+          for f, v in record['hparams'].items()
+        }
+      )
+  progress.close()
+  sweep_seconds = time.perf_counter() - started
+  results = []
+  for m in members:
+    parts = [record['results'][m] for record in records]
+    history = {
+      key: [x for part in parts for x in part['history'][key]]
+      for key in parts[-1]['history']
+    }
+    copied_from, copies = [], 0
+    for k, part in enumerate(parts):
+      source = records[k - 1]['source'][m] if k else m
+      copies += source != m
+      evaluations = len(part['history']['step'])
+      copied_from += [source] * evaluations
+      for f in explore.fields:
+        history.setdefault(f'hparams.{f}', []).extend(
+          [float(getattr(used[k], f)[m])] * evaluations
+        )
+    history['copied_from'] = copied_from
+    final_config = ml_collections.ConfigDict(configs[m].to_dict())
+    for f in explore.fields:  # the values it ended with, where they changed
+      value = getattr(used[-1], f)[m]
+      if value != np.float32(final_config[f]):
+        final_config[f] = float(value)
+    results.append(
+      ModelResult(
+        config=final_config,
+        **{
+          **parts[-1],
+          'history': history,
+          'search': {'copies': copies},
+        },
+      )
+    )
+  return _finish(
+    config,
+    workdir,
+    dataset,
+    results,
+    best,
+    {
+      'num_models': len(configs),
+      'search': 'pbt',
+      'intervals': ends,
+      'explored': list(explore.fields),
+      'model_steps': len(members) * static.max_iters,
+      'sweep_seconds': sweep_seconds,
+      'compile_seconds': program.compile_seconds,
+      'model_examples_per_second': progress.done
+      / max(sweep_seconds - program.compile_seconds, 1e-9),
+      'batched_fields': list(fields),
+      'jax_version': jax.__version__,
+      'resumed': resume_from is not None,
+      **provenance.record(),
+    },
+  )
+
+
 def _finish(config, workdir, dataset, results, best: Best, summary: dict) -> dict:
-  """Writes the results table, the best model's params and the summary."""
-  results = sorted(results, key=lambda r: (r.diverged, -r.val_accuracy, r.index))
+  """Writes the results table, the best model's params and the summary.
+
+  Models that trained further rank first (an adaptive search's survivors),
+  then by validation accuracy, then by their place in the grid.
+  """
+  results = sorted(
+    results,
+    key=lambda r: (r.diverged, -r.search.get('steps', 0), -r.val_accuracy, r.index),
+  )
   summary['num_diverged'] = sum(r.diverged for r in results)
   swept = results_lib.columns(grid.swept_values(config))
   if best.index is not None:
@@ -288,6 +903,10 @@ def _finish(config, workdir, dataset, results, best: Best, summary: dict) -> dic
       from mlp import sweep_plots  # matplotlib takes a few tenths of a second.
 
       sweep_plots.write_sweep_plots(workdir)
+      if config.get('search') in (*search.ADAPTIVE, 'pbt'):
+        from mlp import search_plots
+
+        search_plots.write_search_plots(workdir)
     report.write_sweep_report(workdir)
   print(results_lib.markdown_table(results[:10], swept))
   logging.info(

@@ -1,0 +1,357 @@
+"""--config.search=halving: rung arithmetic, survivors, equality with a run
+alone, files, and resume after a kill."""
+
+import csv
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from mlp import grid, search
+from mlp.modes import sweep, train
+from mlp.step import core
+from tests.conftest import SWEEP, make_hparams, run_main
+from tests.test_mode_sweep import sweep_config
+
+# The tiny sweep's grid with a diverging learning rate added: 12 models in
+# two shape groups; rungs at 20 and 60 steps (eta 3), so 4 models go on.
+HALVING = {
+  'search': 'halving',
+  'eta': 3,
+  'min_iters': 20,
+  'max_iters': 60,
+  'sweep.learning_rate': (0.1, 0.3, 1e6),
+}
+HALVING_FLAGS = [
+  '--config.search=halving',
+  '--config.eta=3',
+  '--config.min_iters=20',
+  '--config.max_iters=60',
+  '--config.sweep.learning_rate=(0.1, 0.3, 1e6)',
+]
+
+
+def test_rung_budgets():
+  assert search.rungs(125, 2000, 4) == [125, 500, 2000]
+  assert search.rungs(74, 2000, 3) == [74, 222, 667, 2000]
+  assert search.rungs(20, 60, 3) == [20, 60]
+  assert search.rungs(60, 60, 3) == [60]
+  assert search.rung_sizes(128, 3, 4) == [128, 32, 8]
+  assert search.rung_sizes(5, 4, 3) == [5, 1, 1, 1]
+
+
+def test_hyperband_brackets_follow_li_et_al():
+  # R = 81, eta 3: Table 1 of Li et al. (2017), resources in units of r_min.
+  brackets = search.hyperband(1, 81, 3)
+  assert [b.sizes for b in brackets] == [
+    [81, 27, 9, 3, 1],
+    [34, 11, 3, 1],
+    [15, 5, 1],
+    [8, 2],
+    [5],
+  ]
+  assert [b.ends for b in brackets] == [
+    [1, 3, 9, 27, 81],
+    [3, 9, 27, 81],
+    [9, 27, 81],
+    [27, 81],
+    [81],
+  ]
+  assert [b.first for b in brackets] == [0, 81, 115, 130, 138]
+
+
+def test_survivors_are_the_top_k_diverged_first_ties_by_index():
+  rng = np.random.default_rng(0)
+  indices = rng.permutation(40) + 100
+  accuracy = rng.choice([0.5, 0.6, 0.7, 0.8], 40)  # many ties
+  diverged = rng.random(40) < 0.3
+  accuracy[diverged.argmax()] = 0.99  # the best score, but diverged
+  for keep in (1, 5, 12, 40):
+    expected = sorted(
+      (i for i, d in zip(indices, diverged, strict=True) if not d),
+      key=lambda i: (-accuracy[list(indices).index(i)], i),
+    )[:keep]
+    assert search.survivors(indices, accuracy, diverged, keep) == sorted(expected)
+  assert search.survivors([0, 1], [np.nan, 0.1], [False, False], 2) == [1]
+  assert search.survivors([3, 4], [0.9, 0.9], [True, True], 1) == []
+
+
+def test_gather_and_concat_take_exact_rows():
+  like = core.TrainState(
+    params={'W1': np.arange(24.0).reshape(4, 3, 2)},
+    opt_state=(),
+    step=np.int32(7),
+    train_loss=np.arange(4.0),
+    order=np.zeros((4, 0), np.int32),
+  )
+  joined = search.concat_models([like, like], core.STATE_AXES)
+  assert joined.params['W1'].shape == (8, 3, 2) and joined.step == 7
+  picked = search.gather_models(joined, core.STATE_AXES, [5, 0, 0])
+  np.testing.assert_array_equal(picked.params['W1'], like.params['W1'][[1, 0, 0]])
+  np.testing.assert_array_equal(picked.train_loss, [1.0, 0.0, 0.0])
+  assert search.padded([3, 8, 9], 4) == [3, 8, 9, 9]
+  assert search.padded([3], 1) == [3]
+
+
+@pytest.fixture(scope='module')
+def halving_workdir(tmp_path_factory, mnist):
+  from mlp import data as data_lib
+
+  workdir = tmp_path_factory.mktemp('halving')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(data_lib, 'from_config', lambda config: mnist)
+    summary = sweep.run(sweep_config(**HALVING), str(workdir))
+  return workdir, summary
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir):
+  workdir, summary = halving_workdir
+  assert summary['rungs'] == [20, 60] and summary['rung_sizes'] == [12, 4]
+  assert summary['model_steps'] == 12 * 20 + 4 * 40
+  rows = read_csv(workdir / 'results.csv')
+  assert list(rows[0])[-2:] == ['rung', 'steps']
+  curves = {
+    r['model']: r['curves']
+    for r in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
+  }
+  # Rung 0: every model evaluated at step 20; the survivors are the top 4.
+  ranked = sorted(
+    curves,
+    key=lambda m: (
+      not np.isfinite(curves[m]['train_loss'][0]),
+      -curves[m]['val_accuracy'][0],
+      m,
+    ),
+  )
+  survivors = sorted(m for m in curves if curves[m]['step'] == [20, 40, 60])
+  assert survivors == sorted(ranked[:4])
+  dropped = [m for m in curves if m not in survivors]
+  assert all(curves[m]['step'] == [20] for m in dropped)
+  diverged = [r for r in rows if r['diverged'] == 'True']
+  assert len(diverged) == 4 and {r['learning_rate'] for r in diverged} == {'1000000.0'}
+  assert all(r['rung'] == '0' and r['steps'] == '20' for r in diverged)
+  # Survivors rank first, by val accuracy.
+  assert [r['steps'] for r in rows[:4]] == ['60'] * 4
+  assert summary['best']['val_accuracy'] == float(rows[0]['val_accuracy'])
+
+
+def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded_once):
+  workdir, summary = halving_workdir
+  best = summary['best']
+  point = {f: best[f] for f in ('hidden_size', 'learning_rate', 'l2_reg')}
+  config = grid.model_config(sweep_config(**HALVING), point)
+  config.write_plots = False
+  alone = train.run(config, str(tmp_path))
+  assert alone['val_accuracy'] == best['val_accuracy']
+  alone_params = np.load(tmp_path / 'params.npz')
+  for name, value in np.load(workdir / 'best_params.npz').items():
+    np.testing.assert_allclose(value, alone_params[name], rtol=1e-5, atol=1e-6)
+
+
+def test_halving_killed_in_a_later_rung_resumes_bitwise(halving_workdir, tmp_path):
+  whole, _ = halving_workdir
+  # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, its
+  # state for the next rung, its record: 18 checkpoints. The 19th is the
+  # second rung's first chunk at step 40, trained from gathered survivors.
+  # A repeated tuple flag appends to the tuple: leave out SWEEP's rates.
+  tiny = [a for a in SWEEP if not a.startswith('--config.sweep.learning_rate')]
+  args = [*tiny, *HALVING_FLAGS, f'--workdir={tmp_path}']
+  killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '19'})
+  assert killed.returncode == -signal.SIGKILL
+  assert not (tmp_path / 'results.csv').exists()
+  resumed = run_main(*args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming from' in resumed.stderr and '6 rung job(s) done' in resumed.stderr
+  assert 'model-examples/s' in resumed.stderr
+  for name in ('results.csv', 'curves.jsonl'):
+    assert (tmp_path / name).read_text() == (whole / name).read_text()
+  for name, value in np.load(whole / 'best_params.npz').items():
+    np.testing.assert_array_equal(np.load(tmp_path / 'best_params.npz')[name], value)
+
+
+@pytest.mark.parametrize(
+  'changes, expected',
+  [
+    ({'eta': 1}, 'eta=1'),
+    ({'min_iters': 100}, 'min_iters=100'),
+    ({'sweep.num_iters': (10, 20)}, 'num_iters cannot be swept'),
+    ({'num_samples': -2}, 'num_samples'),
+  ],
+)
+def test_halving_user_errors_leave_nothing_behind(tmp_path, changes, expected):
+  from mlp.errors import UserError
+
+  with pytest.raises(UserError, match=expected):
+    sweep.run(sweep_config(**{**HALVING, **changes}), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
+def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(
+  tmp_path, mnist_loaded_once
+):
+  config = sweep_config(
+    **{**HALVING, 'search': 'hyperband', 'sweep.learning_rate': (0.1, 0.5)}
+  )
+  summary = sweep.run(config, str(tmp_path))
+  # R = 3, eta 3: a bracket of 3 models (20 then 60 steps), then one of 2 (60).
+  assert [b['rungs'] for b in summary['brackets']] == [[20, 60], [60]]
+  assert [b['rung_sizes'] for b in summary['brackets']] == [[3, 1], [2]]
+  assert summary['model_steps'] == 3 * 20 + 40 + 2 * 60
+  rows = read_csv(tmp_path / 'results.csv')
+  assert len(rows) == 5 and list(rows[0])[-3:] == ['bracket', 'rung', 'steps']
+  finishers = [r for r in rows if r['steps'] == '60']
+  assert len(finishers) == 3 and rows[:3] == finishers
+  assert summary['best']['val_accuracy'] == float(finishers[0]['val_accuracy'])
+  # Bracket 0's one survivor had the best val accuracy of its 3 at step 20.
+  curves = {
+    c['model']: c['curves']
+    for c in map(json.loads, (tmp_path / 'curves.jsonl').read_text().splitlines())
+  }
+  at_20 = {m: curves[m]['val_accuracy'][0] for m in range(3)}
+  survivors = [m for m in range(3) if curves[m]['step'] == [20, 40, 60]]
+  assert survivors == [min(at_20, key=lambda m: (-at_20[m], m))]
+  assert all(curves[m]['step'] == [20, 40, 60] for m in (3, 4))  # bracket 1
+
+
+def test_exploit_copies_exactly_and_explore_stays_in_range():
+  import jax
+
+  n = 8
+  state = core.TrainState(
+    params={'W1': np.arange(n * 6, dtype=np.float32).reshape(n, 3, 2)},
+    opt_state=(),
+    step=np.int32(40),
+    train_loss=np.linspace(1.0, 2.0, n).astype(np.float32),
+    order=np.zeros((n, 0), np.int32),
+  )
+  hparams_ = make_hparams()._replace(
+    learning_rate=np.geomspace(0.01, 1.0, n).astype(np.float32),
+    l2_reg=np.full(n, 1e-3, np.float32),
+  )
+  explore = search.Explore(
+    fields=('learning_rate', 'l2_reg'),
+    low=(0.01, 1e-4),
+    high=(1.0, 1e-3),
+    perturb=1.25,
+    resample=0.5,
+    fraction=0.3,  # of 7 real members: 2
+  )
+  accuracy = np.array([0.5, 0.9, 0.3, 0.9, 0.7, 0.2, 0.95, 0.6], np.float32)
+  finite = np.array([True, True, True, True, False, True, True, True])
+  step = jax.jit(
+    lambda key: search.exploit_explore(
+      key,
+      state,
+      hparams_,
+      accuracy,
+      finite,
+      7,  # member 7 is padding
+      explore=explore,
+      state_axes=core.STATE_AXES,
+    )
+  )
+  top = {6, 1}  # 0.95, then 0.9 at the lower index
+  for seed in range(20):
+    new_state, new_hparams, source = jax.device_get(step(jax.random.key(seed)))
+    # The two worst real members (the diverged 4, then 5), and the padding.
+    replaced = {4, 5, 7}
+    assert {m for m in range(n) if source[m] != m} == replaced
+    assert all(source[m] in top for m in replaced)
+    np.testing.assert_array_equal(new_state.params['W1'], state.params['W1'][source])
+    np.testing.assert_array_equal(new_state.train_loss, state.train_loss[source])
+    for i, name in enumerate(explore.fields):
+      new, old = getattr(new_hparams, name), getattr(hparams_, name)
+      kept = [m for m in range(n) if m not in replaced]
+      np.testing.assert_array_equal(new[kept], old[kept])
+      assert np.all(new >= np.float32(explore.low[i]))
+      assert np.all(new <= np.float32(explore.high[i]))
+
+
+@pytest.fixture(scope='module')
+def pbt_workdir(tmp_path_factory, mnist):
+  from mlp import data as data_lib
+
+  workdir = tmp_path_factory.mktemp('pbt')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(data_lib, 'from_config', lambda config: mnist)
+    summary = sweep.run(sweep_config(**PBT), str(workdir))
+  return workdir, summary
+
+
+# Four members of H 8 (the tiny sweep's shapes), exploit and explore every 20 steps.
+PBT = {
+  'search': 'pbt',
+  'pbt_interval': 20,
+  'sweep.hidden_size': (8,),
+  'sweep.learning_rate': (0.05, 0.5),
+}
+
+
+def test_pbt_records_lineage_and_schedules(pbt_workdir):
+  workdir, summary = pbt_workdir
+  assert summary['intervals'] == [20, 40, 60]
+  assert summary['model_steps'] == 4 * 60
+  records = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
+  rows = read_csv(workdir / 'results.csv')
+  assert len(records) == len(rows) == 4 and list(rows[0])[-1] == 'copies'
+  for record in records:
+    curves = record['curves']
+    assert curves['step'] == [20, 40, 60]
+    assert curves['copied_from'][0] == record['model']
+    for name, low, high in (('learning_rate', 0.05, 0.5), ('l2_reg', 1e-4, 1e-2)):
+      values = np.asarray(curves[f'hparams.{name}'], np.float32)
+      assert np.all((values >= np.float32(low)) & (values <= np.float32(high)))
+  # One member of four is replaced at each of the two exploits (one
+  # evaluation an interval, so `copied_from` has one entry per interval).
+  copies = [
+    sum(c != record['model'] for c in record['curves']['copied_from'])
+    for record in records
+  ]
+  assert sum(copies) == 2
+  assert sorted(int(r['copies']) for r in rows) == sorted(copies)
+
+
+@pytest.mark.parametrize('stop_after', [1, 2])
+def test_pbt_stopped_between_intervals_resumes_bitwise(
+  pbt_workdir, tmp_path, monkeypatch, mnist_loaded_once, stop_after
+):
+  """Stopped in this process at a known checkpoint, then the same call
+  resumes: after the first interval's end (its exploit not yet recorded), or
+  after the second's (whose checkpoint carries the first one's record)."""
+  from mlp import checkpoint
+
+  whole, _ = pbt_workdir
+  save, saved = checkpoint.save, []
+
+  def save_then_stop(*args, **kwargs):
+    path = save(*args, **kwargs)
+    saved.append(path)
+    if len(saved) == stop_after:
+      raise KeyboardInterrupt
+    return path
+
+  monkeypatch.setattr(checkpoint, 'save', save_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run(sweep_config(**PBT), str(tmp_path))
+  monkeypatch.setattr(checkpoint, 'save', save)
+  assert not (tmp_path / 'results.csv').exists()
+  summary = sweep.run(sweep_config(**PBT), str(tmp_path))
+  assert summary['resumed']
+  for name in ('results.csv', 'curves.jsonl'):
+    assert (tmp_path / name).read_text() == (whole / name).read_text()
+  for name, value in np.load(whole / 'best_params.npz').items():
+    np.testing.assert_array_equal(np.load(tmp_path / 'best_params.npz')[name], value)
+
+
+def test_search_plots(halving_workdir, pbt_workdir):
+  from mlp import search_plots
+
+  for workdir, _ in (halving_workdir, pbt_workdir):
+    (path,) = search_plots.write_search_plots(workdir)
+    assert path == workdir / 'plots' / 'search.png' and path.stat().st_size > 10_000
