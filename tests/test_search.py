@@ -23,6 +23,15 @@ HALVING = {
   'max_iters': 60,
   'sweep.learning_rate': (0.1, 0.3, 1e6),
 }
+# Four members of H 8 (the tiny sweep's shapes), exploit and explore every 20 steps.
+PBT = {
+  'search': 'pbt',
+  'pbt_interval': 20,
+  'sweep.hidden_size': (8,),
+  'sweep.learning_rate': (0.05, 0.5),
+}
+
+
 HALVING_FLAGS = [
   '--config.search=halving',
   '--config.eta=3',
@@ -182,6 +191,10 @@ def test_halving_killed_in_a_later_rung_resumes_bitwise(halving_workdir, tmp_pat
     ({'min_iters': 100}, 'min_iters=100'),
     ({'sweep.num_iters': (10, 20)}, 'num_iters cannot be swept'),
     ({'num_samples': -2}, 'num_samples'),
+    ({'search': 'hyperband', 'num_samples': 5}, 'brackets set how many'),
+    ({'search': 'pbt'}, 'hidden_size cannot take several values'),
+    ({**PBT, 'pbt_explore': ('momentum',)}, "pbt_explore names 'momentum'"),
+    ({**PBT, 'pbt_fraction': 0.9}, 'pbt_fraction=0.9'),
   ],
 )
 def test_halving_user_errors_leave_nothing_behind(tmp_path, changes, expected):
@@ -282,15 +295,6 @@ def pbt_workdir(tmp_path_factory, mnist):
     patch.setattr(data_lib, 'from_config', lambda config: mnist)
     summary = sweep.run(sweep_config(**PBT), str(workdir))
   return workdir, summary
-
-
-# Four members of H 8 (the tiny sweep's shapes), exploit and explore every 20 steps.
-PBT = {
-  'search': 'pbt',
-  'pbt_interval': 20,
-  'sweep.hidden_size': (8,),
-  'sweep.learning_rate': (0.05, 0.5),
-}
 
 
 def test_pbt_records_lineage_and_schedules(pbt_workdir):
