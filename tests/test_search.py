@@ -208,8 +208,14 @@ def test_halving_user_errors_leave_nothing_behind(tmp_path, changes, expected):
 def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(
   tmp_path, mnist_loaded_once
 ):
+  # H 8 only: the chunks of two reuse the halving tests' program.
   config = sweep_config(
-    **{**HALVING, 'search': 'hyperband', 'sweep.learning_rate': (0.1, 0.5)}
+    **{
+      **HALVING,
+      'search': 'hyperband',
+      'sweep.hidden_size': (8,),
+      'sweep.learning_rate': (0.1, 0.5),
+    }
   )
   summary = sweep.run(config, str(tmp_path))
   # R = 3, eta 3: a bracket of 3 models (20 then 60 steps), then one of 2 (60).
