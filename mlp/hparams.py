@@ -316,6 +316,23 @@ def options_on(configs: Iterable[Mapping]) -> frozenset[str]:
   )
 
 
+def in_effect(configs: Iterable[Mapping]) -> tuple[str, ...]:
+  """The fields and static choices that shape the training of `configs`.
+
+  The shapes, each per-model field that is read under the static choices (and,
+  if it can be off, is on in any of `configs`), then the static choices. A
+  report's hyperparameter table and TensorBoard's HParams dashboard list these.
+  """
+  configs = list(configs)
+  on = options_on(configs)
+  per_model = [
+    f.name
+    for f in PER_MODEL
+    if applies(f, configs[0]) and (f.off is None or f.name in on)
+  ]
+  return (*(f.name for f in SHAPES), *per_model, *(c.name for c in CHOICES))
+
+
 def applies(field: Field, choices: Mapping) -> bool:
   """Whether `field` is read under these static choices."""
   if field.only_with is None:

@@ -180,3 +180,31 @@ def data():
     jnp.asarray(images[96:]),
     jnp.asarray(labels[96:]),
   )
+
+
+def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar of a TensorBoard run, read by TensorBoard's own accumulator.
+
+  Orphaned data is not purged, so an event written twice, or a step that goes
+  back, shows up as such.
+  """
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  accumulator = EventAccumulator(
+    str(directory), size_guidance={'scalars': 0}, purge_orphaned_data=False
+  )
+  accumulator.Reload()
+  return {
+    tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    for tag in accumulator.Tags()['scalars']
+  }
+
+
+def expected_scalars(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+  """What `read_scalars` should find for evaluations `rows` (as in
+  metrics.jsonl): each curve at its steps, as float32 like TensorBoard keeps it."""
+  from mlp.tensorboard_events import SCALARS
+
+  return {
+    tag: [(row['step'], float(np.float32(row[tag]))) for row in rows] for tag in SCALARS
+  }

@@ -15,7 +15,14 @@ from configs import sweep as sweep_lib
 from mlp import grid, loop
 from mlp.errors import UserError
 from mlp.modes import sweep, train
-from tests.conftest import REPO, SWEEP, child_env, run_main
+from tests.conftest import (
+  REPO,
+  SWEEP,
+  child_env,
+  expected_scalars,
+  read_scalars,
+  run_main,
+)
 
 # With `pytest -n`, the tests that share the `sweep_workdir` fixture run in one
 # worker, which computes it once.
@@ -144,6 +151,18 @@ def test_killed_and_resumed_equals_uninterrupted(cli_sweep, tmp_path):
     assert (tmp_path / name).read_text() == (whole / name).read_text()
   for name, value in np.load(whole / 'best_params.npz').items():
     np.testing.assert_array_equal(np.load(tmp_path / 'best_params.npz')[name], value)
+  # TensorBoard: the chunk in progress at the kill has two event files, which
+  # together hold each evaluation once, in order, as curves.jsonl does.
+  events = tmp_path / 'tensorboard'
+  assert len(list((events / 'model_0002').glob('events.out.tfevents.*'))) == 2
+  for line in (tmp_path / 'curves.jsonl').read_text().splitlines():
+    model = json.loads(line)
+    curves = model['curves']
+    rows = [{k: v[i] for k, v in curves.items()} for i in range(len(curves['step']))]
+    found = read_scalars(events / f'model_{model["model"]:04d}')
+    assert {k: v for k, v in found.items() if k != 'test_accuracy'} == (
+      expected_scalars(rows)
+    )
 
 
 def test_one_compile_per_hidden_size(monkeypatch, tmp_path, mnist_loaded_once):

@@ -15,7 +15,7 @@ from configs import test as test_config
 from mlp.errors import UserError
 from mlp.modes import eval as eval_mode
 from mlp.modes import train
-from tests.conftest import error_lines, run_main
+from tests.conftest import error_lines, expected_scalars, read_scalars, run_main
 
 # With `pytest -n`, the tests that share the `trained_workdir` fixture run in one
 # worker, which computes it once.
@@ -46,6 +46,7 @@ def test_train_writes_the_workdir_files(trained):
     'plots',
     'report.md',
     'summary.json',
+    'tensorboard',
   ]
   summary = json.loads((workdir / 'summary.json').read_text())
   contract = {
@@ -98,6 +99,11 @@ def test_killed_and_resumed_equals_uninterrupted(trained, tmp_path):
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary['resumed_from_step'] == 40
   assert len(list((tmp_path / 'checkpoints').glob('ckpt_*.npz'))) == 3
+  # TensorBoard: each process wrote its own event file, and together they
+  # hold every evaluation once, in order.
+  assert len(list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))) == 2
+  rows = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert read_scalars(tmp_path / 'tensorboard') == expected_scalars(rows)
 
 
 def test_eval_of_a_train_workdir(trained):

@@ -33,6 +33,7 @@ from mlp import (
   report,
   resources,
   search,
+  tensorboard_events,
 )
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
@@ -202,6 +203,7 @@ def _sweep(
   jobs = list(trainer.finished.values())
   kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
   best = Best(jobs[-1]['best'] if jobs else None, kept or None)
+  events = _events(workdir, config, configs, fresh=resume_from is None)
   if resume_from is not None:
     logging.info(
       'Resuming from %s: %d of %d models done.',
@@ -251,8 +253,18 @@ def _sweep(
           f'best val acc {np.nanmax(metrics["val_accuracy"]):.4f}'
         )
 
+      def on_evaluation(metrics, chunk_indices=chunk_indices):
+        if events is not None:
+          events.evaluation(chunk_indices, metrics)
+
       outcome = trainer.train(
-        job, program, values, device, describe=describe, num_models=len(chunk)
+        job,
+        program,
+        values,
+        device,
+        describe=describe,
+        on_evaluation=on_evaluation,
+        num_models=len(chunk),
       )
       chunk_results = _chunk_results(chunk, chunk_indices, outcome)
       for i, result in enumerate(chunk_results):
@@ -287,6 +299,7 @@ def _sweep(
       'resumed': resume_from is not None,
       **provenance.record(),
     },
+    events=events,
   )
 
 
@@ -870,7 +883,26 @@ def _pbt(config, workdir, resume_from, configs, dataset, fields, explore):
   )
 
 
-def _finish(config, workdir, dataset, results, best: Best, summary: dict) -> dict:
+def _events(workdir, config, configs, fresh: bool):
+  """The sweep's TensorBoard events (process 0 only); a fresh sweep drops old ones."""
+  if not distributed.is_writer():
+    return None
+  directory = workdir / tensorboard_events.DIRNAME
+  if fresh:
+    shutil.rmtree(directory, ignore_errors=True)
+  swept = grid.swept_values(config)
+  seeds = len(swept.get('seed', ())) > 1
+  return tensorboard_events.SweepEvents(
+    directory,
+    configs,
+    hparams.in_effect(configs),
+    group_by=[f for f in swept if f != 'seed'] if seeds else (),
+  )
+
+
+def _finish(
+  config, workdir, dataset, results, best: Best, summary: dict, events=None
+) -> dict:
   """Writes the results table, the best model's params and the summary.
 
   Models that trained further rank first (an adaptive search's survivors),
@@ -893,9 +925,17 @@ def _finish(config, workdir, dataset, results, best: Best, summary: dict) -> dic
     }
     if distributed.is_writer():
       workdir_lib.save_params(workdir / 'best_params.npz', best.params)
+    best_events = (
+      best.index,
+      best_result.history['step'][-1],
+      summary['best']['test_accuracy'],
+    )
   else:
+    best_events = None
     summary['best'] = None
     logging.error('Every model diverged: lower the learning rates of the sweep.')
+  if events is not None:
+    events.finish({r.index: r.diverged for r in results}, best_events)
   if distributed.is_writer():
     results_lib.write(workdir, results, swept)
     workdir_lib.write_json(workdir / 'summary.json', summary)

@@ -1,12 +1,13 @@
 """`--mode=train`: the training loop with one model, and the workdir it leaves.
 
 Writes `config.json`, `metrics.jsonl` (one line per evaluation, appended as
-training goes), `checkpoints/`, `params.npz`, `summary.json`, `report.md` and
+training goes), the same curves as TensorBoard events in `tensorboard/`, `checkpoints/`, `params.npz`, `summary.json`, `report.md` and
 `plots/`. A workdir that holds checkpoints of the same config is resumed from
 the newest one, with bitwise the same result as an uninterrupted run.
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mlp import (
   provenance,
   report,
   resources,
+  tensorboard_events,
 )
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
@@ -91,17 +93,24 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     config=config.to_dict(),
   )
   step = trainer.resume_from(resume_from)
+  events_path = workdir / tensorboard_events.DIRNAME
   if step is None:
     metrics_path.unlink(missing_ok=True)
+    shutil.rmtree(events_path, ignore_errors=True)
   else:
     checkpoint.truncate_jsonl(metrics_path, step)
     progress.start_time -= _elapsed_before(metrics_path)
     logging.info('Resuming from %s at step %d.', resume_from[0], step)
 
+  events = tensorboard_events.RunWriter(events_path)
+
   def on_evaluation(metrics: dict) -> None:
     metrics['epoch'] = metrics['step'] / static.iters_per_epoch
     metrics['elapsed_s'] = progress.elapsed()
     workdir_lib.append_jsonl(metrics_path, metrics)
+    events.scalars(
+      metrics['step'], {tag: metrics[tag] for tag in tensorboard_events.SCALARS}
+    )
 
   def describe(m: dict) -> str:
     return (
