@@ -14,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from mlp import plots
+from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -21,7 +22,12 @@ NUM_BEST_CURVES = 5
 
 
 def read_results(path: Path) -> list[dict]:
-  """`results.csv` as dicts with ints, floats and bools, in file order."""
+  """`results.csv` as dicts with ints, floats and bools, in file order.
+
+  A row of a configuration repeated over seeds gets `val_accuracy` (its mean
+  over the seeds) and `diverged` (any seed diverged), so that every plot
+  shows the mean.
+  """
   if not path.is_file():
     raise UserError(f'no {path.name} in {path.parent}: run --mode=sweep there first')
   with open(path, newline='') as f:
@@ -30,16 +36,20 @@ def read_results(path: Path) -> list[dict]:
     for key, value in row.items():
       if key == 'diverged':
         row[key] = value == 'True'
-      elif key in plots.INT_COLUMNS:
+      elif key in (*plots.INT_COLUMNS, 'num_seeds', 'num_diverged'):
         row[key] = int(value)
       else:
         row[key] = float(value)
+    if 'val_accuracy_mean' in row:
+      row['val_accuracy'] = row['val_accuracy_mean']
+      row['diverged'] = row['num_diverged'] > 0
   return rows
 
 
 def _varying_fields(rows: list[dict]) -> list[str]:
   """The hyperparameter columns of `rows` that take more than one value."""
-  fields = [f for f in (rows[0] if rows else ()) if f not in plots.METRIC_COLUMNS]
+  metrics = (*plots.METRIC_COLUMNS, *results_lib.SEED_COLUMNS)
+  fields = [f for f in (rows[0] if rows else ()) if f not in metrics]
   return [f for f in fields if len({r[f] for r in rows}) > 1]
 
 
@@ -209,7 +219,10 @@ def write_sweep_plots(workdir: str | Path) -> list[Path]:
     for f in _varying_fields(rows)
     if f not in ('hidden_size', 'learning_rate', 'l2_reg')
   ]
-  note = f' (best over {", ".join(other_fields)})' if other_fields else ''
+  notes = [f'best over {", ".join(other_fields)}'] if other_fields else []
+  if rows and 'num_seeds' in rows[0]:
+    notes.insert(0, f'mean over {max(r["num_seeds"] for r in rows)} seeds')
+  note = f' ({"; ".join(notes)})' if notes else ''
   written = []
   for hidden_size in sorted({r['hidden_size'] for r in rows}):
     group = [r for r in rows if r['hidden_size'] == hidden_size]

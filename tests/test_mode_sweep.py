@@ -269,3 +269,32 @@ def test_sweep_user_errors_leave_nothing_behind(tmp_path, field, value, expected
   with pytest.raises(UserError, match=expected):
     sweep.run(config, str(tmp_path / 'w'))
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_best_configuration_without_the_best_model_is_trained_again(
+  monkeypatch, tmp_path, mnist, mnist_loaded_once
+):
+  """When the pick (the best seed of the best configuration by its mean) is
+  not the best single model, it is trained again, as a job of its own, and
+  `best_params.npz` holds its params. Forced here on the H 8 half of the
+  grid (its compiled program is the one of `SWEEP`)."""
+  from mlp import evaluation
+  from mlp import results as results_lib
+
+  picks = []
+
+  def pick_the_last(results, fields):
+    picks.append(results_lib.configurations(results, fields)[-1][0])
+    return picks[-1]
+
+  monkeypatch.setattr(results_lib, 'best_model', pick_the_last)
+  summary = sweep.run(sweep_config(**{'sweep.hidden_size': (8,)}), str(tmp_path))
+  rows = read_results(tmp_path)
+  (pick,) = picks
+  assert pick.val_accuracy < float(rows[0]['val_accuracy'])  # not the best model
+  assert summary['best']['learning_rate'] == float(rows[-1]['learning_rate'])
+  assert summary['best']['l2_reg'] == float(rows[-1]['l2_reg'])
+  assert summary['best']['val_accuracy'] == pick.val_accuracy
+  params = dict(np.load(tmp_path / 'best_params.npz'))
+  val = evaluation.split_accuracy(params, mnist.val_images, mnist.val_labels)
+  assert val == pick.val_accuracy

@@ -44,6 +44,8 @@ from mlp.step import core
 OUTPUTS = (
   'results.csv',
   'results.md',
+  f'{results_lib.PER_SEED}.csv',
+  f'{results_lib.PER_SEED}.md',
   'curves.jsonl',
   'summary.json',
   'best_params.npz',
@@ -109,7 +111,11 @@ class Best:
       <= (best_so_far.val_accuracy, -best_so_far.index)
     ):
       return
-    self.index, self.params = result.index, params_of()
+    self.keep(result.index, params_of())
+
+  def keep(self, index: int, params) -> None:
+    """Makes model `index`, with `params` (host arrays), the best."""
+    self.index, self.params = index, params
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
@@ -169,6 +175,7 @@ def _sweep(
   resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
     workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+  swept = results_lib.columns(grid.swept_values(config))
 
   # Fields that vary anywhere in the grid are stacked in every chunk, so that
   # the chunks of a group share one program.
@@ -221,6 +228,7 @@ def _sweep(
   )
 
   compile_seconds = 0.0
+  programs, chunk_sizes = {}, {}
   started = time.perf_counter()
   for key, idx in groups.items():
     static = statics[key]
@@ -230,6 +238,7 @@ def _sweep(
       ),
       math.ceil(len(idx) / len(devices)) * len(devices),
     )
+    chunk_sizes[key] = chunk_size
     program = None
     for start in range(0, len(idx), chunk_size):
       chunk_indices = idx[start : start + chunk_size]
@@ -242,7 +251,7 @@ def _sweep(
       values, axes = hparams.stack([hparams.of_config(c) for c in padded], fields)
       values = model_axis.put_models(values, mesh, axes)
       if program is None:
-        program = loop.compile_many(static, values, axes, device, mesh)
+        program = programs[key] = loop.compile_many(static, values, axes, device, mesh)
         compile_seconds += program.compile_seconds
         progress.start_time += program.compile_seconds  # rates count training only
 
@@ -281,6 +290,34 @@ def _sweep(
         {'results': [r.to_json() for r in chunk_results], 'best': best.index},
         kept={f'best/{k}': v for k, v in (best.params or {}).items()},
       )
+  chosen = results_lib.best_model(list(results.values()), swept)
+  if chosen is not None and chosen.index != best.index:
+    # Seeds are repeats: the best configuration (by its mean) is not the one
+    # of the best single model, so train its best seed again, as one more job.
+    key = (chosen.config.hidden_size, chosen.config.batch_size)
+    static, chunk_size = statics[key], chunk_sizes[key]
+    values, axes = hparams.stack(
+      [hparams.of_config(chosen.config)] * chunk_size, fields
+    )
+    values = model_axis.put_models(values, mesh, axes)
+    program = programs.get(key) or loop.compile_many(static, values, axes, device, mesh)
+    outcome = trainer.train(
+      f'model {chosen.index} again',
+      program,
+      values,
+      device,
+      describe=lambda m: f'model {chosen.index + 1} again: step {max(m["step"])}',
+      num_models=0,
+    )
+    best.keep(
+      chosen.index,
+      distributed.to_host(jax.tree.map(lambda x: x[0], outcome.state.params)),
+    )
+    trainer.finish(
+      f'model {chosen.index} again',
+      {'results': [], 'best': best.index},
+      kept={f'best/{k}': v for k, v in best.params.items()},
+    )
   progress.close()
   sweep_seconds = time.perf_counter() - started
   return _finish(
@@ -900,6 +937,19 @@ def _events(workdir, config, configs, fresh: bool):
   )
 
 
+def _seed_statistics(model: ModelResult, results: list, swept: list) -> dict:
+  """The `SEED_COLUMNS` of `model`'s configuration, if seeds are repeats."""
+  if not results_lib.has_repeats(results, swept):
+    return {}
+  keys = [f for f in swept if f != 'seed']
+  (row,) = [
+    row
+    for row in results_lib.aggregate_rows(results, swept)
+    if all(row[f] == model.config[f] for f in keys)
+  ]
+  return {k: row[k] for k in results_lib.SEED_COLUMNS}
+
+
 def _finish(
   config, workdir, dataset, results, best: Best, summary: dict, events=None
 ) -> dict:
@@ -918,6 +968,7 @@ def _finish(
     best_result = next(r for r in results if r.index == best.index)
     summary['best'] = {
       **{f: best_result.config[f] for f in swept},
+      **_seed_statistics(best_result, results, swept),
       'val_accuracy': best_result.val_accuracy,
       'test_accuracy': evaluation.split_accuracy(
         best.params, dataset.test_images, dataset.test_labels
@@ -948,7 +999,8 @@ def _finish(
 
         search_plots.write_search_plots(workdir)
     report.write_sweep_report(workdir)
-  print(results_lib.markdown_table(results[:10], swept))
+  header, table = results_lib.tables(results, swept)['results']
+  print(results_lib.markdown_table(header, table[:10]))
   logging.info(
     'Sweep of %d models done in %.1fs (compile %.1fs).',
     len(results),
