@@ -46,6 +46,8 @@ class Field:
       of the compiled program); `None` if the value always matters.
     only_with: `(choice, values)`: the field is read only under these values of
       a static choice (momentum only by the momentum optimizers).
+    needs: another field that must be on (away from its `off`) for this one
+      to be read (`elastic_sigma` by `elastic_alpha`).
     doc: what it is, one line.
   """
 
@@ -58,6 +60,7 @@ class Field:
   high_open: bool = False
   off: int | float | None = None
   only_with: tuple[str, tuple[str, ...]] | None = None
+  needs: str | None = None
   doc: str = ''
 
   def expected(self) -> str:
@@ -196,12 +199,16 @@ SETTINGS = (
   Field('eval_every', int, 0, 0, doc='steps between evaluations (0 = an epoch)'),
   Field('checkpoint_every', int, 0, 0, doc='steps between checkpoints (0 = each)'),
   Field('keep_checkpoints', int, 3, 1, doc='newest checkpoints kept'),
-  Field('augment_rotation', float, 0.0, 0.0, doc='degrees'),
-  Field('augment_scale', float, 0.0, 0.0, 1.0, high_open=True, doc='zoom range'),
-  Field('augment_shear', float, 0.0, 0.0, 90.0, high_open=True, doc='degrees'),
-  Field('augment_translation', float, 0.0, 0.0, doc='pixels'),
-  Field('elastic_alpha', float, 0.0, 0.0, doc='pixels'),
-  Field('elastic_sigma', float, 4.0, 0.0, low_open=True, doc='pixels'),
+  Field('augment_rotation', float, 0.0, 0.0, off=0.0, doc='degrees'),
+  Field(
+    'augment_scale', float, 0.0, 0.0, 1.0, high_open=True, off=0.0, doc='zoom range'
+  ),
+  Field('augment_shear', float, 0.0, 0.0, 90.0, high_open=True, off=0.0, doc='degrees'),
+  Field('augment_translation', float, 0.0, 0.0, off=0.0, doc='pixels'),
+  Field('elastic_alpha', float, 0.0, 0.0, off=0.0, doc='pixels'),
+  Field(
+    'elastic_sigma', float, 4.0, 0.0, low_open=True, needs='elastic_alpha', doc='pixels'
+  ),
 )
 
 # Settings of the adaptive searches of a sweep (`config.search`, see
@@ -319,9 +326,10 @@ def options_on(configs: Iterable[Mapping]) -> frozenset[str]:
 def in_effect(configs: Iterable[Mapping]) -> tuple[str, ...]:
   """The fields and static choices that shape the training of `configs`.
 
-  The shapes, each per-model field that is read under the static choices (and,
-  if it can be off, is on in any of `configs`), then the static choices. A
-  report's hyperparameter table and TensorBoard's HParams dashboard list these.
+  The shapes; each per-model field that is read under the static choices and,
+  if it can be off, is on in any of `configs`; the static choices; the
+  settings that are on (augmentation). A report's table of options and
+  TensorBoard's HParams dashboard list these.
   """
   configs = list(configs)
   on = options_on(configs)
@@ -330,7 +338,19 @@ def in_effect(configs: Iterable[Mapping]) -> tuple[str, ...]:
     for f in PER_MODEL
     if applies(f, configs[0]) and (f.off is None or f.name in on)
   ]
-  return (*(f.name for f in SHAPES), *per_model, *(c.name for c in CHOICES))
+
+  def setting_on(field: Field) -> bool:
+    if field.needs is not None:
+      return setting_on(FIELDS[field.needs])
+    return field.off is not None and any(c[field.name] != field.off for c in configs)
+
+  settings = [f.name for f in SETTINGS if setting_on(f)]
+  return (
+    *(f.name for f in SHAPES),
+    *per_model,
+    *(c.name for c in CHOICES),
+    *settings,
+  )
 
 
 def applies(field: Field, choices: Mapping) -> bool:

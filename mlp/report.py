@@ -9,8 +9,10 @@ linked relatively (`plots/NAME.png`); only the plots that exist are linked.
 import json
 from pathlib import Path
 
+from mlp import hparams
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
+from mlp.results import format_value
 
 NUM_TOP_ROWS = 10
 _TRAIN_PLOTS = (
@@ -34,17 +36,6 @@ _TRAIN_SUMMARY = (
   ('device_kind', 'device'),
   ('jax_version', 'JAX version'),
 )
-_TRAIN_CONFIG = (
-  'hidden_size',
-  'learning_rate',
-  'lr_decay',
-  'l2_reg',
-  'batch_size',
-  'num_iters',
-  'init_std',
-  'seed',
-  'dataset',
-)
 _SWEEP_SUMMARY = (
   ('num_models', 'models'),
   ('num_diverged', 'diverged'),
@@ -57,20 +48,10 @@ _SWEEP_SUMMARY = (
 )
 
 
-def _format(value) -> str:
-  if isinstance(value, bool):
-    return 'yes' if value else 'no'
-  if isinstance(value, float):
-    return f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4g}'
-  if isinstance(value, int):
-    return f'{value:,}' if abs(value) >= 10000 else str(value)
-  return str(value)
-
-
 def key_value_table(pairs: list[tuple[str, object]], header=('', '')) -> str:
   """A two-column Markdown table of `(name, value)` pairs."""
   lines = [f'| {header[0]} | {header[1]} |', '|---|---|']
-  lines += [f'| {name} | {_format(value)} |' for name, value in pairs]
+  lines += [f'| {name} | {format_value(value)} |' for name, value in pairs]
   return '\n'.join(lines)
 
 
@@ -139,17 +120,38 @@ def write_train_report(workdir: str | Path) -> Path:
       ('metric', 'value'),
     ),
     '',
-    '## Hyperparameters',
+    '## Options in effect',
     '',
-    key_value_table(
-      [(key, config[key]) for key in _TRAIN_CONFIG if key in config],
-      ('field', 'value'),
-    ),
+    _OPTIONS_NOTE,
+    '',
+    key_value_table(_options(config), ('field', 'value')),
     '',
     *_plot_section(workdir, list(_TRAIN_PLOTS)),
     *_config_section(config),
   ]
   return _write(workdir, lines)
+
+
+_OPTIONS_NOTE = (
+  'The fields this run reads: the ones a choice leaves unused and the options '
+  'that are off are left out; `config.json` below has every field.'
+)
+
+
+_SWEEP_OPTIONS_NOTE = (
+  'The fields every model reads, besides the swept ones (in the tables below); '
+  '`config.json` below has every field.'
+)
+
+
+def _options(config: dict, leave_out=()) -> list[tuple[str, object]]:
+  """`(field, value)` of the options in effect (`hparams.in_effect`), and the data."""
+  pairs = [
+    (key, config[key])
+    for key in hparams.in_effect([config])
+    if key not in leave_out and key in config
+  ]
+  return [*pairs, ('dataset', config.get('dataset', 'mnist'))]
 
 
 def _sweep_plots(workdir: Path) -> list[tuple[str, str]]:
@@ -192,9 +194,18 @@ def write_sweep_report(workdir: str | Path) -> Path:
     '',
     key_value_table(
       [(name, summary[key]) for key, name in _SWEEP_SUMMARY if key in summary]
-      + [(f'swept: {field}', ', '.join(map(str, v))) for field, v in swept.items()],
+      + [
+        (f'swept: {field}', ', '.join(map(format_value, v)))
+        for field, v in swept.items()
+      ],
       ('item', 'value'),
     ),
+    '',
+    '## Options in effect',
+    '',
+    _SWEEP_OPTIONS_NOTE,
+    '',
+    key_value_table(_options(config, leave_out=swept), ('field', 'value')),
     '',
     '## Best model',
     '',

@@ -139,3 +139,26 @@ def test_model_config_gives_integer_fields_integers():
   single = grid.model_config(config, {'hidden_size': np.int64(64), 'l2_reg': 1})
   assert type(single.hidden_size) is int and type(single.l2_reg) is float
   assert isinstance(single, ml_collections.ConfigDict)
+
+
+def test_in_effect_lists_what_the_choices_read_and_the_options_on():
+  from configs import best_augmented, default
+
+  plain = default.get_config()
+  assert hparams.in_effect([plain]) == (
+    'hidden_size',
+    'batch_size',
+    'learning_rate',
+    'lr_decay',
+    'l2_reg',
+    'init_std',
+    'seed',
+    'num_iters',
+    *(c.name for c in hparams.CHOICES),
+  )
+  augmented = hparams.in_effect([best_augmented.get_config()])
+  assert {'warmup_iters', 'elastic_alpha', 'elastic_sigma'} <= set(augmented)
+  assert {'lr_decay', 'init_std', 'augment_shear', 'dropout'}.isdisjoint(augmented)
+  dropout = default.get_config()
+  dropout.dropout = 0.5
+  assert 'dropout' in hparams.in_effect([plain, dropout])  # on in any model

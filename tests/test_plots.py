@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from mlp import plots, report, sweep_plots
+from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,3 +134,48 @@ def test_missing_workdir_files_are_user_errors(tmp_path, mnist):
     sweep_plots.write_sweep_plots(tmp_path)
   with pytest.raises(UserError, match='summary.json'):
     report.write_train_report(tmp_path)
+
+
+def options_table(text: str) -> dict[str, str]:
+  """The rows of report.md's 'Options in effect' table."""
+  section = text.split('## Options in effect')[1].split('\n## ')[0]
+  rows = [line.split(' | ') for line in section.splitlines() if line.startswith('| ')]
+  return {name.removeprefix('| '): value.removesuffix(' |') for name, value in rows[1:]}
+
+
+def test_the_report_shows_the_options_in_effect(tmp_path):
+  """configs/fast.py: Adam, He init, cosine with warm-up, permutations; not
+  the decay or init scale it does not use. One number format throughout."""
+  from configs import fast
+
+  config = fast.get_config().to_dict()
+  workdir_lib.write_json(tmp_path / 'config.json', config)
+  summary = {'val_accuracy': 0.98312, 'train_seconds': 12.3456, 'steps': 428}
+  workdir_lib.write_json(tmp_path / 'summary.json', summary)
+  text = report.write_train_report(tmp_path).read_text()
+  assert options_table(text) == {
+    'hidden_size': '384',
+    'batch_size': '512',
+    'learning_rate': '0.02',
+    'l2_reg': '0',
+    'seed': '0',
+    'num_iters': '428',
+    'warmup_iters': '100',
+    'optimizer': 'adam',
+    'lr_schedule': 'cosine',
+    'sampling': 'permutation',
+    'init': 'he',
+    'compute_dtype': 'float32',
+    'dataset': 'mnist',
+  }
+  assert '| validation accuracy | 0.9831 |' in text
+  assert '| training seconds | 12.35 |' in text
+
+
+@pytest.mark.xdist_group('sweep_workdir')
+def test_a_sweep_report_shows_the_options_every_model_shares(sweep_dir):
+  text = report.write_sweep_report(sweep_dir).read_text()
+  options = options_table(text)
+  assert {'hidden_size', 'learning_rate', 'l2_reg'}.isdisjoint(options)  # swept
+  assert options['optimizer'] == 'sgd' and options['lr_decay'] == '0.95'
+  assert '| swept: l2_reg | 0.0001, 0.01 |' in text
