@@ -5,6 +5,8 @@
   python main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
   python main.py --mode=benchmark --config=configs/benchmark.py --workdir=runs/bench
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
+  python main.py --mode=predict --workdir=runs/default --images=docs/samples/*.jpg \
+    --save_preprocessed=/tmp/seen   # also writes the 28x28 images the model saw
   python main.py --help --config=configs/default.py   # also lists the config's fields
 
 Every mistake a user can fix ends in one line on stderr, `Error: ...`, and a
@@ -68,6 +70,11 @@ _IMAGES = flags.DEFINE_string(
 _JSON = flags.DEFINE_bool(
   'json', False, '--mode=predict: print a JSON list instead of lines.'
 )
+_SAVE_PREPROCESSED = flags.DEFINE_string(
+  'save_preprocessed',
+  None,
+  '--mode=predict: a directory for the 28x28 images the model saw, one PNG each.',
+)
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   'compilation_cache_dir',
   compile_cache.default_dir(),
@@ -115,7 +122,14 @@ def _dispatch(mode: str) -> None:
   elif mode == 'predict':
     from mlp.modes import predict
 
-    sys.exit(predict.run(_WORKDIR.value, _IMAGES.value or '', _JSON.value))
+    sys.exit(
+      predict.run(
+        _WORKDIR.value,
+        _IMAGES.value or '',
+        _JSON.value,
+        save_preprocessed=_SAVE_PREPROCESSED.value,
+      )
+    )
   elif config is None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   elif mode == 'train':

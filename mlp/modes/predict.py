@@ -1,10 +1,11 @@
 """`--mode=predict`: classify image files of digits with a trained workdir's params.
 
-Any image is first turned into what MNIST's creators made of their scans
-(`preprocess`): grayscale, white ink on black, the ink's bounding box scaled to
-fit 20x20 keeping its aspect ratio (antialiased), pasted into a 28x28 field with
-its centre of mass at the centre. A photo of a digit on paper, a drawing on a
-transparent canvas and an MNIST image itself all end up alike.
+Any picture is first turned into what MNIST's creators made of their scans
+(`mlp.digit_image`): the background normalised, page lines and specks
+dropped, the digit's ink fitted to 20x20 and centred in a 28x28 field. A
+photo of a digit on paper or a board, a drawing on a transparent canvas and an
+MNIST image itself all end up alike. A picture without a digit to see (blank,
+or mostly ink) is flagged, not just labelled.
 """
 
 import glob
@@ -16,76 +17,15 @@ from typing import TextIO
 
 import jax
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mlp import model
 from mlp import workdir as workdir_lib
+from mlp.digit_image import IMAGE_SHAPE, Digit, preprocess, preprocess_digit
 from mlp.errors import UserError
 
-IMAGE_SHAPE = (28, 28)
-BOX_SIZE = 20  # MNIST's digits fit a 20x20 box inside the 28x28 field.
-INK_THRESHOLD = 0.1  # Fainter pixels (relative to the brightest) are background.
+__all__ = ['expand_paths', 'predict', 'preprocess', 'run']
 _GLOB_CHARS = frozenset('*?[')
-
-
-def _grayscale(image: Image.Image) -> np.ndarray:
-  """`(rows, cols)` float64 in [0, 1]; transparency becomes the paper's colour."""
-  image = ImageOps.exif_transpose(image)  # photos taken sideways
-  if 'A' in image.getbands() or 'transparency' in image.info:
-    rgba = image.convert('RGBA')
-    alpha = np.asarray(rgba.getchannel('A'), np.float64) / 255
-    gray = np.asarray(rgba.convert('L'), np.float64) / 255
-    opaque = alpha > 0.5
-    # Dark ink on a transparent canvas goes onto white paper, light ink onto black.
-    paper = 1.0 if not opaque.any() or gray[opaque].mean() < 0.5 else 0.0
-    return gray * alpha + paper * (1 - alpha)
-  if image.mode in ('I', 'F') or image.mode.startswith('I;16'):
-    gray = np.asarray(image, np.float64)
-  else:
-    gray = np.asarray(image.convert('L'), np.float64)
-  low, high = gray.min(), gray.max()
-  return (gray - low) / (high - low) if high > low else np.zeros_like(gray)
-
-
-def preprocess(image: Image.Image) -> np.ndarray:
-  """Turns a picture of one digit into an MNIST-like image.
-
-  Args:
-    image: any PIL image of a single digit, dark on light or light on dark.
-
-  Returns:
-    `(28, 28)` float32 in [0, 1], white digit on black, its bounding box fitted
-    to 20x20 and its centre of mass at pixel (14, 14) as in MNIST; all zeros
-    for an image without ink.
-  """
-  gray = _grayscale(image)
-  border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-  if np.median(border) > 0.5:  # light paper: MNIST's ink is the bright part
-    gray, border = 1 - gray, 1 - border
-  ink = np.clip(gray - np.median(border), 0, None)
-  result = np.zeros(IMAGE_SHAPE, np.float32)
-  if ink.max() <= 0:
-    return result
-  ink /= ink.max()
-  ink[ink < INK_THRESHOLD] = 0  # paper texture and sensor noise
-  rows = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=1))
-  cols = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=0))
-  crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-  scale = BOX_SIZE / max(crop.shape)
-  height = max(1, round(crop.shape[0] * scale))
-  width = max(1, round(crop.shape[1] * scale))
-  resized = Image.fromarray(crop.astype(np.float32)).resize(
-    (width, height), Image.Resampling.LANCZOS
-  )
-  digit = np.clip(np.asarray(resized), 0, None)  # Lanczos rings below zero
-  digit = np.clip(digit / digit.max(), 0, 1) if digit.max() > 0 else digit
-  mass = digit.sum()
-  center_row = (digit.sum(axis=1) @ np.arange(height)) / mass
-  center_col = (digit.sum(axis=0) @ np.arange(width)) / mass
-  top = int(np.clip(round(IMAGE_SHAPE[0] / 2 - center_row), 0, IMAGE_SHAPE[0] - height))
-  left = int(np.clip(round(IMAGE_SHAPE[1] / 2 - center_col), 0, IMAGE_SHAPE[1] - width))
-  result[top : top + height, left : left + width] = digit
-  return result
 
 
 def expand_paths(spec: str) -> list[str]:
@@ -140,11 +80,11 @@ def _read_error(path: str, error: Exception) -> str:
   return ' '.join(str(error).split()) or type(error).__name__
 
 
-def load_image(path: str) -> np.ndarray:
-  """The preprocessed `(28, 28)` image of the file at `path`."""
+def load_image(path: str) -> Digit:
+  """The preprocessed picture in the file at `path`."""
   with Image.open(path) as image:
     image.load()
-    return preprocess(image)
+    return preprocess_digit(image)
 
 
 def predict(params: dict, paths: list[str]) -> list[dict]:
@@ -155,32 +95,82 @@ def predict(params: dict, paths: list[str]) -> list[dict]:
     paths: image files.
 
   Returns:
-    One dict per path, in order: `{'path', 'label', 'probability',
-    'probabilities'}` (`C` floats) for a readable image, `{'path', 'error'}`
-    (one line) for a missing or unreadable one.
+    One dict per path, in order. A readable picture: `{'path', 'label',
+    'probability', 'probabilities'}` (`C` floats), `'flag'` (`None`, or
+    'blank' or 'mostly ink' when there is no digit to see; a blank picture's
+    label, probability and probabilities are `None`), `'warning'` (one line
+    for a flagged picture) and `'image'` (the `(28, 28)` float32 input the
+    model saw). A missing or unreadable file: `{'path', 'error'}` (one line).
 
   Raises:
     UserError: if `params` is not a 784-H-C network.
   """
   check_params(params)
-  results, images = [], []
+  results = []
   for path in paths:
     try:
-      images.append(load_image(path))
-      results.append({'path': path})
+      digit = load_image(path)
     # PIL raises more than OSError for broken files (e.g. SyntaxError, ValueError).
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
       results.append({'path': path, 'error': _read_error(path, e)})
-  if images:
-    x = np.stack(images).reshape(len(images), -1)
+      continue
+    results.append(
+      {
+        'path': path,
+        'label': None,
+        'probability': None,
+        'probabilities': None,
+        'flag': digit.problem,
+        'warning': _warning(digit),
+        'image': digit.image,
+      }
+    )
+  seen = [r for r in results if 'error' not in r and r['flag'] != 'blank']
+  if seen:
+    x = np.stack([r['image'] for r in seen]).reshape(len(seen), -1)
     probabilities = np.asarray(jax.nn.softmax(model.apply(params, x)), np.float64)
-    readable = [r for r in results if 'error' not in r]
-    for result, row in zip(readable, probabilities, strict=True):
+    for result, row in zip(seen, probabilities, strict=True):
       label = int(np.argmax(row))
       result.update(
         label=label, probability=float(row[label]), probabilities=row.tolist()
       )
+      if result['flag']:
+        result['warning'] += f'; label {label} is a guess'
   return results
+
+
+def _warning(digit: Digit) -> str | None:
+  if digit.problem == 'blank':
+    return f'no digit to see ({digit.detail}): not classified'
+  if digit.problem:
+    return f'no single digit to see ({digit.detail})'
+  return None
+
+
+def save_images(results: list[dict], directory: str) -> None:
+  """Writes each readable picture's model input as `DIRECTORY/NAME.png` (28x28,
+  8-bit; NAME the file's name without its suffix, numbered if repeated)."""
+  target = Path(directory)
+  try:
+    target.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(
+      f'cannot create --save_preprocessed={directory}: {e.strerror}; pass another '
+      'directory'
+    ) from None
+  used: set[str] = set()
+  for result in results:
+    if 'image' not in result:
+      continue
+    stem = Path(result['path']).stem
+    name, number = stem, 1
+    while name in used:
+      number += 1
+      name = f'{stem}-{number}'
+    used.add(name)
+    pixels = np.round(result['image'] * 255).astype(np.uint8)
+    with workdir_lib.atomic_open(target / f'{name}.png', 'wb') as f:
+      Image.fromarray(pixels).save(f, format='PNG')
 
 
 def run(
@@ -189,27 +179,31 @@ def run(
   as_json: bool,
   out: TextIO = sys.stdout,
   err: TextIO = sys.stderr,
+  save_preprocessed: str | None = None,
 ) -> int:
   """`--mode=predict`: prints the class of each image.
 
   Writes one line `path<TAB>label<TAB>probability` per readable image to `out`
-  (with `as_json`, a JSON list of `{'path', 'label', 'probability',
-  'probabilities'}` instead), then one line `Error: <path>: <reason>` per
-  missing or unreadable image to `err`.
+  (`-` for both where a blank picture has no digit to classify; with
+  `as_json`, a JSON list of `{'path', 'label', 'probability',
+  'probabilities', 'flag', 'warning'}` instead), then to `err` one line
+  `Warning: <path>: <why>` per flagged picture and one line
+  `Error: <path>: <reason>` per missing or unreadable image.
 
   Args:
     workdir: a train workdir (`params.npz`) or a sweep workdir (`best_params.npz`).
     images: comma-separated image paths and globs.
     as_json: print JSON instead of tab-separated lines.
     out: where the predictions go.
-    err: where the per-image errors go.
+    err: where the warnings and per-image errors go.
+    save_preprocessed: a directory for the 28x28 images the model saw.
 
   Returns:
     The exit code: 0 if every image was read, 1 otherwise.
 
   Raises:
-    UserError: for an empty `images`, a missing workdir or params, or params
-      that are not a 784-H-C network.
+    UserError: for an empty `images`, a missing workdir or params, params
+      that are not a 784-H-C network, or an unusable `save_preprocessed`.
   """
   paths = expand_paths(images)
   directory = Path(workdir)
@@ -221,14 +215,22 @@ def run(
   params = workdir_lib.load_params(path)
   check_params(params, source=str(path))
   results = predict(params, paths)
+  if save_preprocessed:
+    save_images(results, save_preprocessed)
   readable = [r for r in results if 'error' not in r]
   if as_json:
-    json.dump(readable, out, indent=2)
+    fields = ('path', 'label', 'probability', 'probabilities', 'flag', 'warning')
+    json.dump([{k: r[k] for k in fields} for r in readable], out, indent=2)
     out.write('\n')
   else:
     for r in readable:
-      out.write(f'{r["path"]}\t{r["label"]}\t{r["probability"]:.4f}\n')
+      probability = '-' if r['probability'] is None else f'{r["probability"]:.4f}'
+      label = '-' if r['label'] is None else r['label']
+      out.write(f'{r["path"]}\t{label}\t{probability}\n')
   out.flush()
+  for r in readable:
+    if r['warning']:
+      err.write(f'Warning: {r["path"]}: {r["warning"]}\n')
   failed = [r for r in results if 'error' in r]
   for r in failed:
     err.write(f'Error: {r["path"]}: {r["error"]}\n')
