@@ -32,6 +32,8 @@ BOX_SIZE = 20  # MNIST's digits fit a 20x20 box inside the 28x28 field.
 WORK_SIZE = 320  # Larger pictures are reduced to this longer side first.
 MIN_CONTRAST = 0.08  # Less between paper and ink (of 1) is a blank picture.
 MAX_INK = 0.4  # More of the picture as ink is not a digit on a page.
+MAX_DARK_PART = 0.5  # Nor is a picture mostly as dark as ink (for dark ink).
+INK_TONE = 0.3  # Ink is darker than this fraction of the paper's tone.
 MAX_KEPT_BOX = 0.85  # A kept digit whose box covers more of the picture than this.
 LINE_FRACTION = 0.7  # Ink runs across this much of the picture are page lines.
 ZOOM_BELOW = 0.3  # A digit smaller than this part of the picture is looked at again.
@@ -111,6 +113,18 @@ def _dark_ink(gray: np.ndarray) -> bool:
   dark = float(np.sum(ndimage.black_tophat(smooth, size=size, mode='nearest') ** 2))
   light = float(np.sum(ndimage.white_tophat(smooth, size=size, mode='nearest') ** 2))
   return dark > light
+
+
+def _covered(gray: np.ndarray, dark: bool) -> float:
+  """The part of the picture on the ink's side of a global threshold, if the
+  two sides differ as ink and paper do (not as light and shadow); else 0."""
+  threshold = _otsu(gray)
+  ink = gray < threshold if dark else gray > threshold
+  if not ink.any() or ink.all():
+    return 0.0
+  tone, paper = gray[ink].mean(), gray[~ink].mean()
+  ratio = tone / max(paper, 1e-3) if dark else (1 - tone) / max(1 - paper, 1e-3)
+  return float(ink.mean()) if ratio < INK_TONE else 0.0
 
 
 def _stroke_width(digit: np.ndarray) -> float:
@@ -227,6 +241,15 @@ def ink_of(
     return *nothing, 'no ink: the picture is one flat tone'
   if dark is None:
     dark = _dark_ink(gray)
+  covered = _covered(gray, dark)
+  if covered > MAX_DARK_PART:
+    mask = np.ones(gray.shape, bool)
+    return (
+      np.ones_like(gray),
+      mask,
+      'mostly ink',
+      f'ink covers {covered:.0%} of the picture',
+    )
   first_look = size is None
   size = size or max(3, max(gray.shape) // 6)  # wider than any stroke
   smooth = ndimage.median_filter(gray, size=3)  # specks and sensor noise
@@ -234,7 +257,7 @@ def ink_of(
   # paper's sharp edges (a shadow across the page) where they are.
   if dark:
     paper = ndimage.grey_closing(smooth, size=size, mode='nearest')
-    ink = 1 - smooth / np.maximum(paper, 1e-3)
+    ink = 1 - smooth / np.maximum(paper, 1e-3)  # a part of the paper's tone
   else:
     ink = smooth - ndimage.grey_opening(smooth, size=size, mode='nearest')
   # Paper at 0; its noise, robustly (most pixels are paper).

@@ -3,15 +3,18 @@
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench import photo_digits
 from configs import model_b
+from mlp import digit_image
 from mlp.errors import UserError
 from mlp.modes import predict, train
-from tests.conftest import error_lines, run_main
+from tests.conftest import REPO, error_lines, run_main
 
 DIGITS = range(20)  # test images rendered as "photos"
 
@@ -174,3 +177,94 @@ def test_predict_from_the_command_line(tmp_path, trained_workdir, image_dir):
   assert readable['path'] == str(good) and 0 <= readable['label'] <= 9
   assert len(readable['probabilities']) == 10
   assert error_lines(result.stderr) == [f'Error: {missing}: no such file']
+
+
+@pytest.mark.parametrize('style', [s for s in photo_digits.STYLES if s != 'clean'])
+def test_photo_like_pictures_give_back_the_digit(mnist, style):
+  """Uneven light, ruled and squared paper, a noisy grey page, chalk on a dark
+  board, a small digit in a large picture: the digit comes back, not the page
+  (a naive crop takes in the shadow, the lines or the noise)."""
+  correlations = []
+  for i in range(20, 23):
+    digit = mnist.test_images[i].reshape(28, 28)
+    result = digit_image.preprocess_digit(photo_digits.photo(digit, style, seed=i))
+    assert result.problem is None, (i, result.detail)
+    correlations.append(correlation(result.image, digit / 255))
+  assert min(correlations) > 0.55 and np.mean(correlations) > 0.65, correlations
+
+
+def flat(value: int, size=(60, 80)) -> Image.Image:
+  return Image.new('L', size, value)
+
+
+def test_pictures_without_a_digit_are_flagged(trained_workdir, tmp_path):
+  rng = np.random.default_rng(0)
+  faint = np.clip(235 + rng.normal(0, 2, (90, 120)), 0, 255).astype(np.uint8)
+  faint[40, 60] = 120  # one speck of dust
+  mostly_ink = np.full((100, 100), 250, np.uint8)
+  mostly_ink[8:92, 8:92] = 20  # a dark object over most of the page
+  pictures = {
+    'white.png': flat(255),
+    'black.png': flat(0),
+    'faint.png': Image.fromarray(faint),
+    'mostly_ink.png': Image.fromarray(mostly_ink),
+  }
+  for name, picture in pictures.items():
+    picture.save(tmp_path / name)
+  spec = ','.join(str(tmp_path / name) for name in pictures)
+  out, err = io.StringIO(), io.StringIO()
+  assert predict.run(trained_workdir, spec, False, out, err) == 0
+  lines = [line.split('\t') for line in out.getvalue().splitlines()]
+  assert [label for _, label, _ in lines[:3]] == ['-', '-', '-']
+  assert [probability for _, _, probability in lines[:3]] == ['-', '-', '-']
+  assert lines[3][1].isdigit()  # a guess, flagged below
+  warnings = err.getvalue().splitlines()
+  assert len(warnings) == 4
+  for name, warning in zip(pictures, warnings, strict=True):
+    assert warning.startswith(f'Warning: {tmp_path / name}: ')
+  assert 'not classified' in warnings[0] and 'one flat tone' in warnings[0]
+  assert 'no ink stands out' in warnings[2]
+  assert 'ink covers 71% of the picture' in warnings[3] and 'is a guess' in warnings[3]
+
+  out = io.StringIO()
+  assert predict.run(trained_workdir, spec, True, out, io.StringIO()) == 0
+  results = json.loads(out.getvalue())
+  assert [r['flag'] for r in results] == ['blank'] * 3 + ['mostly ink']
+  assert all(r['label'] is None and r['probabilities'] is None for r in results[:3])
+  assert results[3]['label'] == int(lines[3][1]) and results[3]['warning']
+
+
+def test_samples_and_save_preprocessed(trained_workdir, tmp_path):
+  """The README's samples: read, none flagged, mostly right even with this
+  weaker model; the 28x28 images the model saw, saved."""
+  samples = sorted((REPO / 'docs' / 'samples').glob('*.jpg'))
+  assert len(samples) == len(photo_digits.STYLES)
+  seen = tmp_path / 'seen'
+  out = io.StringIO()
+  code = predict.run(
+    trained_workdir, f'{REPO}/docs/samples/*.jpg', True, out, io.StringIO(), str(seen)
+  )
+  assert code == 0
+  results = json.loads(out.getvalue())
+  assert all(r['flag'] is None for r in results)
+  correct = sum(Path(r['path']).stem.endswith(f'_{r["label"]}') for r in results)
+  assert correct >= len(samples) - 1, results
+  saved = sorted(seen.glob('*.png'))
+  assert [p.stem for p in saved] == [p.stem for p in samples]
+  for path, sample in zip(saved, samples, strict=True):
+    with Image.open(path) as image:
+      assert image.size == (28, 28) and image.mode == 'L'
+      with Image.open(sample) as picture:
+        expected = digit_image.preprocess(picture)
+      np.testing.assert_array_equal(np.asarray(image), np.round(expected * 255))
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  with pytest.raises(UserError, match='--save_preprocessed'):
+    predict.run(
+      trained_workdir,
+      str(samples[0]),
+      False,
+      io.StringIO(),
+      io.StringIO(),
+      str(a_file / 'x'),
+    )
