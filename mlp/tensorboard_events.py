@@ -182,13 +182,17 @@ def write_experiment(
   for key in keys:
     values = sorted({c[key] for c in configs}, key=lambda v: (str(type(v)), v))
     kind = 'DATA_TYPE_STRING' if isinstance(values[0], str) else 'DATA_TYPE_FLOAT64'
-    infos.append(
-      api_pb2.HParamInfo(
-        name=key,
-        type=api_pb2.DataType.Value(kind),
-        domain_discrete=struct_pb2.ListValue(values=[_hparam_value(v) for v in values]),
-      )
+    info = api_pb2.HParamInfo(
+      name=key,
+      type=api_pb2.DataType.Value(kind),
+      domain_discrete=struct_pb2.ListValue(values=[_hparam_value(v) for v in values]),
     )
+    if len(values) > 1:
+      # `differs = true` (field 7 of TensorBoard's HParamInfo, which
+      # tensorboardX's copy of the proto lacks): the dashboard shows the
+      # hyperparameters that differ first.
+      info = api_pb2.HParamInfo.FromString(info.SerializeToString() + b'\x38\x01')
+    infos.append(info)
   datasets = {
     'val_accuracy': 'DATASET_VALIDATION',
     'train_accuracy': 'DATASET_TRAINING',

@@ -8,6 +8,7 @@ sessions against `results.csv`; the kill-and-resume tests of
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -145,3 +146,30 @@ def test_a_resumed_writer_adds_only_later_steps(tmp_path):
     'test_accuracy': [(40, 0.5)],
   }
   assert not math.isnan(read_scalars(tmp_path)['train_loss'][-1][1])
+
+
+def test_the_hparams_dashboard_lists_the_models_in_chromium(tmp_path):
+  """`tensorboard --logdir` on 127.0.0.1 and its HParams dashboard in headless
+  Chromium: the table lists every model. The events are a sweep's, written by
+  `SweepEvents` without training (the other tests check them against a run)."""
+  from bench import browser
+
+  if browser.chromium() is None:
+    pytest.skip('Chromium is not installed (Debian: apt-get install chromium)')
+  pytest.importorskip('websocket', reason='websocket-client drives Chromium')
+  configs = [
+    {'hidden_size': 8, 'learning_rate': lr, 'l2_reg': 1e-4, 'optimizer': 'sgd'}
+    for lr in (0.05, 0.1, 0.2, 0.4, 0.8)
+  ]
+  events = tensorboard_events.SweepEvents(
+    tmp_path / 'sweep' / 'tensorboard',
+    configs,
+    ('hidden_size', 'learning_rate', 'l2_reg', 'optimizer'),
+  )
+  for step in (20, 40):
+    metrics = {tag: [step / 100] * 5 for tag in tensorboard_events.SCALARS}
+    events.evaluation(range(5), {**metrics, 'step': [step] * 5})
+  events.finish(dict.fromkeys(range(5), False), (2, 40, 0.5))
+  text, png = browser.hparams_page(tmp_path / 'sweep' / 'tensorboard', 'model_0004')
+  assert {f'model_{i:04d}' for i in range(5)} <= set(re.findall(r'model_\d{4}', text))
+  assert 'learning_rate' in text and png.startswith(b'\x89PNG')
