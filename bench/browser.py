@@ -87,10 +87,13 @@ def hparams_page(
   import websocket  # websocket-client, a test dependency
 
   tensorboard = Path(sys.executable).with_name('tensorboard')
-  with tempfile.TemporaryDirectory() as profile, _process(
-    [str(tensorboard), f'--logdir={logdir}', '--host=127.0.0.1', '--port=0'],
-    env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''},
-  ) as board:
+  with (
+    tempfile.TemporaryDirectory() as profile,
+    _process(
+      [str(tensorboard), f'--logdir={logdir}', '--host=127.0.0.1', '--port=0'],
+      env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''},
+    ) as board,
+  ):
     url = _line_matching(board.stderr, r'(http://127\.0\.0\.1:\d+/)').group(1)
     with _process(
       [
