@@ -154,6 +154,24 @@ def _options(config: dict, leave_out=()) -> list[tuple[str, object]]:
   return [*pairs, ('dataset', config.get('dataset', 'mnist'))]
 
 
+def _top_heading(header: str, num_rows: int) -> list[str]:
+  """The heading of the report's top rows of `results.md` (whose first line
+  is `header`): models, or configurations when seeds are repeats."""
+  shown = min(num_rows, NUM_TOP_ROWS)
+  if 'val_accuracy_mean' in header:
+    return [
+      f'## Top {shown} of {num_rows} configurations',
+      '',
+      'By mean validation accuracy over the seeds; all rows are in `results.md` '
+      'and `results.csv`, each model in `results_per_seed.md`.',
+    ]
+  return [
+    f'## Top {shown} of {num_rows} models',
+    '',
+    'By validation accuracy; all rows are in `results.md` and `results.csv`.',
+  ]
+
+
 def _sweep_plots(workdir: Path) -> list[tuple[str, str]]:
   def hidden_size(path: Path) -> int:
     digits = path.stem.removeprefix('heatmap_h')
@@ -213,9 +231,7 @@ def write_sweep_report(workdir: str | Path) -> Path:
     if best
     else 'Every model diverged: lower the learning rates of the sweep.',
     '',
-    f'## Top {min(num_rows, NUM_TOP_ROWS)} of {num_rows} models',
-    '',
-    'By validation accuracy; all rows are in `results.md` and `results.csv`.',
+    *_top_heading(table[0], num_rows),
     '',
     *table[: NUM_TOP_ROWS + 2],
     '',

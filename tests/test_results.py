@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from mlp import results, sweep_plots
+from mlp import report, results, sweep_plots
+from mlp import workdir as workdir_lib
 
 FIELDS = ['hidden_size', 'learning_rate', 'l2_reg', 'num_iters', 'seed']
 
@@ -92,6 +93,13 @@ def test_repeats_get_an_aggregate_table_and_a_per_seed_one(tmp_path):
   ]
   assert [r['diverged'] for r in plotted] == [False, False, True]
   assert sweep_plots._varying_fields(plotted) == ['learning_rate']
+  # The report's table is the configurations'.
+  from configs import sweep as sweep_config
+
+  workdir_lib.write_json(tmp_path / 'config.json', sweep_config.get_config().to_dict())
+  workdir_lib.write_json(tmp_path / 'summary.json', {'num_models': 9, 'best': None})
+  text = report.write_sweep_report(tmp_path).read_text()
+  assert '## Top 3 of 3 configurations' in text and 'results_per_seed.md' in text
 
 
 def test_one_seed_keeps_one_row_per_model(tmp_path):
