@@ -36,10 +36,11 @@ format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-gallery: install
+gallery: install-dev
 	$(PY) main.py --config=configs/default.py --workdir=runs/default
 	$(PY) main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
 	$(PY) bench/gallery.py runs/default runs/sweep docs/gallery
+	$(PY) bench/browser.py runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
