@@ -5,7 +5,7 @@
   python main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
   python main.py --mode=benchmark --config=configs/benchmark.py --workdir=runs/bench
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
-  python main.py --mode=predict --workdir=runs/default --images=docs/samples/*.jpg \
+  python main.py --mode=predict --workdir=runs/default --images='docs/samples/*.jpg' \
     --save_preprocessed=/tmp/seen   # also writes the 28x28 images the model saw
   python main.py --help --config=configs/default.py   # also lists the config's fields
 

@@ -38,6 +38,7 @@ MAX_KEPT_BOX = 0.85  # A kept digit whose box covers more of the picture than th
 LINE_FRACTION = 0.7  # Ink runs across this much of the picture are page lines.
 ZOOM_BELOW = 0.3  # A digit smaller than this part of the picture is looked at again.
 MIN_DIGIT_PIXELS = 12  # Fewer kept pixels (at the working size) are specks.
+SHADOW_EDGE = 0.08  # A paper tone changing by this part a pixel is an edge.
 STROKE = 0.12  # MNIST's strokes: about 2.5 pixels of the 20-pixel box.
 
 
@@ -258,6 +259,11 @@ def ink_of(
   if dark:
     paper = ndimage.grey_closing(smooth, size=size, mode='nearest')
     ink = 1 - smooth / np.maximum(paper, 1e-3)  # a part of the paper's tone
+    # Along a sharp edge of the paper's tone (a shadow's), the estimate is a
+    # pixel off here and there: what it leaves there is not ink.
+    slope = np.hypot(ndimage.sobel(paper, 0), ndimage.sobel(paper, 1)) / 8
+    shadow_edge = ndimage.binary_dilation(slope > SHADOW_EDGE * paper, iterations=2)
+    ink[shadow_edge] = np.minimum(ink[shadow_edge], 0)
   else:
     ink = smooth - ndimage.grey_opening(smooth, size=size, mode='nearest')
   # Paper at 0; its noise, robustly (most pixels are paper).
