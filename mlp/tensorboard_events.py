@@ -244,7 +244,7 @@ class SweepEvents:
 
   Attributes:
     directory: `WORKDIR/tensorboard`.
-    configs: every model's config, in grid order.
+    configs: every model's config, in grid order (a list), or by model index.
     keys: the hyperparameters every model declares.
     group_by: the fields whose values name a model's session group (all keys
       but `seed` when seeds are swept, so that the dashboard shows a
@@ -254,17 +254,20 @@ class SweepEvents:
   def __init__(
     self,
     directory: Path,
-    configs: Sequence[Mapping],
+    configs: Sequence[Mapping] | Mapping[int, Mapping],
     keys: Sequence[str],
     group_by: Sequence[str] = (),
   ):
     self.directory = Path(directory)
-    self.configs = configs
+    self.configs = configs if isinstance(configs, Mapping) else dict(enumerate(configs))
     self.keys = tuple(keys)
     self.group_by = tuple(group_by)
     self._runs: dict[int, RunWriter] = {}
     write_experiment(
-      RunWriter(self.directory), self.keys, configs, self.directory.parent.name
+      RunWriter(self.directory),
+      self.keys,
+      list(self.configs.values()),
+      self.directory.parent.name,
     )
 
   def run(self, index: int) -> RunWriter:

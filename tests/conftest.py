@@ -208,3 +208,29 @@ def expected_scalars(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
   return {
     tag: [(row['step'], float(np.float32(row[tag]))) for row in rows] for tag in SCALARS
   }
+
+
+def read_hparams(directory: Path):
+  """TensorBoard's multiplexer over `directory`, and `{run: {tag:
+  HParamsPluginData}}` as TensorBoard's HParams plugin sees it."""
+  from tensorboard.backend.event_processing import event_multiplexer
+  from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+  multiplexer = event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(str(directory))
+  multiplexer.Reload()
+  contents = multiplexer.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+  return multiplexer, {
+    run: {
+      tag: plugin_data_pb2.HParamsPluginData.FromString(c) for tag, c in tags.items()
+    }
+    for run, tags in contents.items()
+  }
+
+
+def session_values(runs: dict, run: str) -> dict:
+  """The hyperparameters a run's HParams session declares, as Python values."""
+  from mlp import tensorboard_events
+
+  start = runs[run][tensorboard_events.SESSION_START_TAG].session_start_info
+  return {k: getattr(v, v.WhichOneof('kind')) for k, v in start.hparams.items()}

@@ -28,7 +28,7 @@ def model(index, learning_rate, seed, val_accuracy, diverged=False):
     train_accuracy=val_accuracy + 0.01,
     final_loss=0.5,
     diverged=diverged,
-    history={"step": [60], "val_accuracy": [val_accuracy]},
+    history={'step': [60], 'val_accuracy': [val_accuracy]},
     search={},
   )
 

@@ -365,3 +365,39 @@ def test_search_plots(halving_workdir, pbt_workdir):
   for workdir, _ in (halving_workdir, pbt_workdir):
     (path,) = search_plots.write_search_plots(workdir)
     assert path == workdir / 'plots' / 'search.png' and path.stat().st_size > 10_000
+
+
+def test_tensorboard_shows_rungs_and_lineage(halving_workdir, pbt_workdir):
+  """Each model's run: its curves (as curves.jsonl), and in its HParams
+  session where it stopped (halving) or whose weights it took (PBT)."""
+  pytest.importorskip('tensorboard', reason='tensorboard reads the events')
+  from tests.conftest import (
+    expected_scalars,
+    read_hparams,
+    read_scalars,
+    session_values,
+  )
+
+  for workdir, _ in (halving_workdir, pbt_workdir):
+    _, runs = read_hparams(workdir / 'tensorboard')
+    records = [
+      json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()
+    ]
+    assert set(runs) == {'.'} | {f'model_{r["model"]:04d}' for r in records}
+    for record in records:
+      run = f'model_{record["model"]:04d}'
+      curves = record['curves']
+      rows = [{k: v[i] for k, v in curves.items()} for i in range(len(curves['step']))]
+      found = read_scalars(workdir / 'tensorboard' / run)
+      found.pop('test_accuracy', None)
+      expected = expected_scalars(rows)
+      assert json.dumps(found, sort_keys=True) == json.dumps(expected, sort_keys=True)
+      declared = session_values(runs, run)
+      if 'copied_from' in curves:
+        sources = curves['copied_from']
+        changes = [s for i, s in enumerate(sources) if i == 0 or s != sources[i - 1]]
+        assert declared['lineage'] == ' > '.join(map(str, changes))
+        assert declared['copies'] == sum(s != record['model'] for s in sources)
+      else:
+        assert declared['steps'] == curves['step'][-1]
+        assert declared['rung'] == (0 if curves['step'] == [20] else 1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mlp import grid, hparams, tensorboard_events
-from tests.conftest import expected_scalars, read_scalars
+from tests.conftest import expected_scalars, read_hparams, read_scalars
 
 pytest.importorskip(
   'tensorboard', reason='tensorboard (requirements-dev.txt) reads the events'
@@ -26,23 +26,6 @@ def test_train_scalars_equal_metrics_jsonl(trained_workdir):
   workdir, _ = trained_workdir
   rows = [json.loads(x) for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert read_scalars(workdir / 'tensorboard') == expected_scalars(rows)
-
-
-def _hparams_runs(directory):
-  """`{run: {tag: HParamsPluginData}}` as TensorBoard's HParams plugin sees it."""
-  from tensorboard.backend.event_processing import event_multiplexer
-  from tensorboard.plugins.hparams import metadata, plugin_data_pb2
-
-  multiplexer = event_multiplexer.EventMultiplexer()
-  multiplexer.AddRunsFromDirectory(str(directory))
-  multiplexer.Reload()
-  contents = multiplexer.PluginRunToTagToContent(metadata.PLUGIN_NAME)
-  return multiplexer, {
-    run: {
-      tag: plugin_data_pb2.HParamsPluginData.FromString(c) for tag, c in tags.items()
-    }
-    for run, tags in contents.items()
-  }
 
 
 def _value(proto):
@@ -63,7 +46,7 @@ def test_sweep_sessions_equal_results_csv(sweep_workdir):
     m['model']: m
     for m in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
   }
-  multiplexer, runs = _hparams_runs(workdir / 'tensorboard')
+  multiplexer, runs = read_hparams(workdir / 'tensorboard')
   models = {f'model_{i:04d}' for i in curves}
   assert set(runs) == {'.'} | models and len(models) == len(results) == 8
 

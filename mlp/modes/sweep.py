@@ -950,6 +950,37 @@ def _seed_statistics(model: ModelResult, results: list, swept: list) -> dict:
   return {k: row[k] for k in results_lib.SEED_COLUMNS}
 
 
+def _search_events(workdir, results: list):
+  """The TensorBoard events of an adaptive search or PBT, written at its end
+  (process 0 only): each model's curves, and its HParams session with where
+  it stopped (`rung`, `steps`, `bracket`) or its `lineage` (PBT: the models
+  whose weights it copied, in order)."""
+  if not distributed.is_writer():
+    return None
+  directory = workdir / tensorboard_events.DIRNAME
+  shutil.rmtree(directory, ignore_errors=True)  # all of it is written again
+  ordered = sorted(results, key=lambda r: r.index)
+  extra = {r.index: _search_values(r) for r in ordered}
+  keys = (*hparams.in_effect([r.config for r in ordered]), *extra[ordered[0].index])
+  configs = {r.index: {**r.config.to_dict(), **extra[r.index]} for r in ordered}
+  events = tensorboard_events.SweepEvents(directory, configs, keys)
+  for r in ordered:
+    curves = {t: r.history[t] for t in tensorboard_events.SCALARS if t in r.history}
+    for i, step in enumerate(r.history['step']):
+      events.run(r.index).scalars(step, {t: v[i] for t, v in curves.items()})
+  return events
+
+
+def _search_values(result: ModelResult) -> dict:
+  """An adaptive search's or PBT's columns of a model, for its HParams session."""
+  values = dict(result.search)
+  if 'copied_from' in result.history:
+    sources = [int(s) for s in result.history['copied_from']]
+    lineage = [s for i, s in enumerate(sources) if i == 0 or s != sources[i - 1]]
+    values['lineage'] = ' > '.join(map(str, lineage))
+  return values
+
+
 def _finish(
   config, workdir, dataset, results, best: Best, summary: dict, events=None
 ) -> dict:
@@ -985,6 +1016,8 @@ def _finish(
     best_events = None
     summary['best'] = None
     logging.error('Every model diverged: lower the learning rates of the sweep.')
+  if events is None and config.get('search') in (*search.ADAPTIVE, 'pbt'):
+    events = _search_events(workdir, results)
   if events is not None:
     events.finish({r.index: r.diverged for r in results}, best_events)
   if distributed.is_writer():
