@@ -64,9 +64,18 @@ def models_per_chunk(
 
   What fits: `resources.estimate` per model against half the memory
   available on a device, the data counted once.
+
+  Raises:
+    UserError: when `config.models_per_chunk` models cannot fit.
   """
   if config.get('models_per_chunk', 0) > 0:
     chunk = config.models_per_chunk
+    resources.check(
+      static,
+      num_val,
+      num_models=-(-chunk // num_devices),
+      fix='lower models_per_chunk (0: as many as fit)',
+    )
   else:
     need = resources.estimate(static, num_val)
     have, _ = resources.available_bytes()

@@ -79,8 +79,14 @@ def _gb(n: float) -> str:
   return f'{n / 1e9:.2f} GB' if n < 1e12 else f'{n / 1e12:.1f} TB'
 
 
-def check(static: core.Static, num_val: int, num_models: int = 1) -> Estimate:
-  """Refuses a program of `num_models` models (per device) that cannot fit.
+def check(
+  static: core.Static,
+  num_val: int,
+  num_models: int = 1,
+  fix: str = 'lower hidden_size, batch_size or train_eval_size',
+) -> Estimate:
+  """Refuses a program of `num_models` models (per device) that cannot fit;
+  `fix` ends the message.
 
   Raises:
     UserError: naming the estimate and the memory available.
@@ -93,7 +99,6 @@ def check(static: core.Static, num_val: int, num_models: int = 1) -> Estimate:
       f'hidden_size={static.hidden_size} needs about {_gb(need.total(num_models))} '
       f'for {models} (params, gradients and optimizer state {_gb(need.params * num_models)}, '
       f'activations {_gb(need.activations * num_models)}, data {_gb(need.shared)}) but '
-      f'{_gb(have)} of {source} is free: lower hidden_size, batch_size or '
-      'train_eval_size'
+      f'{_gb(have)} of {source} is free: {fix}'
     )
   return need

@@ -262,6 +262,7 @@ def test_sharded_over_four_devices_equals_one_device(cli_sweep, tmp_path):
     ('sweep.learning_rate', (0.1, 'fast'), "holds 'fast'.* must be numbers"),
     ('sweep.hidden_size', (16.5,), 'holds 16.5.* must be whole numbers'),
     ('batch_size', 60000, 'at most the 55000 training images'),
+    ('models_per_chunk', 10**7, 'needs about .* for 10000000 models'),
   ],
 )
 def test_sweep_user_errors_leave_nothing_behind(tmp_path, field, value, expected):

@@ -160,8 +160,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
     key: loop.static_for([configs[i] for i in idx], dataset)
     for key, idx in groups.items()
   }
-  for static in statics.values():
-    resources.check(static, len(dataset.val_labels), num_models=1)
+  num_val, num_devices = len(dataset.val_labels), jax.device_count()
+  for key, static in statics.items():
+    resources.check(static, num_val, num_models=1)
+    model_axis.models_per_chunk(config, static, num_val, num_devices)
+    if explore is not None:  # the whole population is one program
+      resources.check(
+        static,
+        num_val,
+        -(-len(groups[key]) // num_devices),
+        fix='lower the population (num_samples) or hidden_size',
+      )
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
     return _sweep(
