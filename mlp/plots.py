@@ -9,15 +9,17 @@ Figures are `matplotlib.figure.Figure` objects rendered by Agg, never pyplot,
 so nothing here touches a global backend or leaves figures open.
 """
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 import matplotlib.figure
 import numpy as np
 
-from mlp import data, model
+from mlp import data, evaluation
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -56,8 +58,35 @@ METRIC_COLUMNS = (
 )
 
 
-def new_figure(width: float, height: float) -> matplotlib.figure.Figure:
-  return matplotlib.figure.Figure(figsize=(width, height), layout='constrained')
+def new_figure(
+  width: float, height: float, layout: str | None = None
+) -> matplotlib.figure.Figure:
+  """A figure of `width` x `height` inches; no layout engine unless asked for.
+
+  The plots of a run set their margins themselves (`fig.subplots_adjust`): a
+  layout engine measures every text of the figure again, which costs more
+  than drawing it.
+  """
+  return matplotlib.figure.Figure(figsize=(width, height), layout=layout)
+
+
+def margins(fig: matplotlib.figure.Figure, **inches: float) -> None:
+  """Sets the space around the axes in inches (`left`, `right`, `top`, `bottom`,
+  and `wspace`, `hspace` in inches between axes)."""
+  width, height = fig.get_size_inches()
+  left, right = inches.get('left', 0.7), inches.get('right', 0.2)
+  top, bottom = inches.get('top', 0.45), inches.get('bottom', 0.55)
+  columns = max(len(fig.axes), 1) if 'wspace' in inches else 1
+  axes_width = (
+    width - left - right - inches.get('wspace', 0) * (columns - 1)
+  ) / columns
+  fig.subplots_adjust(
+    left=left / width,
+    right=1 - right / width,
+    top=1 - top / height,
+    bottom=bottom / height,
+    wspace=inches.get('wspace', 0) / max(axes_width, 1e-3),
+  )
 
 
 def save_figure(fig: matplotlib.figure.Figure, path: Path) -> Path:
@@ -97,10 +126,15 @@ def point_marker(num_points: int) -> str | None:
 
 def learning_curves(metrics: list[dict], path: Path) -> Path:
   """Loss, train/val accuracy and learning rate against the iteration."""
+  return save_figure(learning_curves_figure(metrics), path)
+
+
+def learning_curves_figure(metrics: list[dict]) -> matplotlib.figure.Figure:
   step = [m['step'] for m in metrics]
   marker = point_marker(len(step))
   fig = new_figure(14, 4.2)
   loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+  margins(fig, left=0.75, right=0.2, wspace=0.9)
   loss_ax.plot(step, [m['train_loss'] for m in metrics], marker=marker)
   loss_ax.set(title='Training loss', xlabel='iteration', ylabel='mean loss')
   acc_ax.plot(
@@ -113,7 +147,20 @@ def learning_curves(metrics: list[dict], path: Path) -> Path:
   lr_ax.set(title='Learning rate', xlabel='iteration', ylabel='learning rate')
   for ax in (loss_ax, acc_ax, lr_ax):
     ax.grid(alpha=0.3)
-  return save_figure(fig, path)
+  return fig
+
+
+def tile_grid(tiles: np.ndarray, grid_cols: int, fill: float) -> np.ndarray:
+  """`(count, rows, cols)` tiles as one `(grid_rows * (rows + 1) + 1,
+  grid_cols * (cols + 1) + 1)` image, row by row, with lines of `fill` around
+  every tile (and in the empty places of the last row)."""
+  count, rows, cols = tiles.shape
+  grid_rows = max(math.ceil(count / grid_cols), 1)
+  padded = np.full((grid_rows * grid_cols, rows + 1, cols + 1), fill, np.float64)
+  padded[:count, 1:, 1:] = tiles
+  image = padded.reshape(grid_rows, grid_cols, rows + 1, cols + 1)
+  image = image.transpose(0, 2, 1, 3).reshape(grid_rows * (rows + 1), -1)
+  return np.pad(image, ((0, 1), (0, 1)), constant_values=fill)
 
 
 def weight_mosaic(
@@ -132,31 +179,34 @@ def weight_mosaic(
   """
   rows, cols = image_shape
   count = min(weights.shape[1], max_tiles)
-  grid_cols = math.ceil(math.sqrt(count))
-  grid_rows = math.ceil(count / grid_cols)
-  mosaic = np.ones((grid_rows * (rows + 1) + 1, grid_cols * (cols + 1) + 1))
-  for i in range(count):
-    tile = weights[:, i].reshape(rows, cols).astype(np.float64)
-    span = tile.max() - tile.min()
-    tile = (tile - tile.min()) / span if span > 0 else np.full_like(tile, 0.5)
-    top, left = 1 + (i // grid_cols) * (rows + 1), 1 + (i % grid_cols) * (cols + 1)
-    mosaic[top : top + rows, left : left + cols] = tile
-  return mosaic
+  tiles = np.asarray(weights[:, :count], np.float64).T.reshape(count, rows, cols)
+  low = tiles.min(axis=(1, 2), keepdims=True)
+  span = tiles.max(axis=(1, 2), keepdims=True) - low
+  flat = span == 0
+  tiles = np.where(flat, 0.5, (tiles - low) / np.where(flat, 1, span))
+  return tile_grid(tiles, math.ceil(math.sqrt(count)), fill=1.0)
 
 
 def weights_plot(params: dict, image_shape: tuple[int, int], path: Path) -> Path:
   """`W1`'s columns as image tiles, as in the cs231n course."""
+  return save_figure(weights_figure(params, image_shape), path)
+
+
+def weights_figure(params: dict, image_shape: tuple[int, int]):
+  """One image: `weight_mosaic` of `W1`, titled with how many units it shows."""
   hidden_size = params['W1'].shape[1]
   fig = new_figure(7, 7.4)
   ax = fig.subplots()
-  ax.imshow(weight_mosaic(params['W1'], image_shape), cmap='gray', vmin=0, vmax=1)
+  margins(fig, left=0.1, right=0.1, top=0.6, bottom=0.1)
+  mosaic = weight_mosaic(params['W1'], image_shape)
+  ax.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
   shown = min(hidden_size, MAX_WEIGHT_TILES)
   ax.set_title(
     f'First-layer weights W1: {shown} of {hidden_size} hidden units\n'
     '(each tile scaled to its own range)'
   )
   ax.set_axis_off()
-  return save_figure(fig, path)
+  return fig
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int):
@@ -168,9 +218,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 def confusion_plot(counts: np.ndarray, path: Path) -> Path:
   """The test confusion matrix with every count written in its cell."""
+  return save_figure(confusion_figure(counts), path)
+
+
+def confusion_figure(counts: np.ndarray) -> matplotlib.figure.Figure:
   num_classes = counts.shape[0]
   fig = new_figure(7, 6.2)
   ax = fig.subplots()
+  margins(fig, left=0.7, right=0.2, top=0.45, bottom=0.6)
   image = ax.imshow(counts, cmap='Blues')
   fig.colorbar(image, ax=ax, shrink=0.8, label='test images')
   for (true, predicted), count in np.ndenumerate(counts):
@@ -186,7 +241,12 @@ def confusion_plot(counts: np.ndarray, path: Path) -> Path:
     xticks=range(num_classes),
     yticks=range(num_classes),
   )
-  return save_figure(fig, path)
+  return fig
+
+
+def misclassified(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+  """Indices of the first `NUM_MISCLASSIFIED` images whose prediction is wrong."""
+  return np.flatnonzero(predictions != labels)[:NUM_MISCLASSIFIED]
 
 
 def misclassified_plot(
@@ -196,31 +256,69 @@ def misclassified_plot(
   image_shape: tuple[int, int],
   path: Path,
 ) -> Path:
-  """The first misclassified test images, titled 'true 7 / pred 2'."""
-  wrong = np.flatnonzero(predictions != labels)[:NUM_MISCLASSIFIED]
-  grid_cols = 5
-  grid_rows = max(math.ceil(len(wrong) / grid_cols), 1)
-  fig = new_figure(8, 1.7 * grid_rows + 0.6)
-  axes = fig.subplots(grid_rows, grid_cols, squeeze=False).ravel()
-  for ax in axes:
-    ax.set_axis_off()
-  for ax, i in zip(axes, wrong, strict=False):
-    ax.imshow(images[i].reshape(image_shape), cmap='gray', vmin=0, vmax=255)
-    ax.set_title(f'true {labels[i]} / pred {predictions[i]}', fontsize=10)
+  """The first misclassified test images, captioned 'true 7 / pred 2'."""
+  return save_figure(
+    misclassified_figure(images, labels, predictions, image_shape), path
+  )
+
+
+def misclassified_figure(
+  images: np.ndarray,
+  labels: np.ndarray,
+  predictions: np.ndarray,
+  image_shape: tuple[int, int],
+  grid_cols: int = 5,
+) -> matplotlib.figure.Figure:
+  """The digits of `misclassified` as one image (`tile_grid`), white digits on
+  black as MNIST stores them, each captioned on the white band above it."""
+  wrong = misclassified(labels, predictions)
+  rows, cols = image_shape
+  tiles = np.asarray(images)[wrong].reshape(len(wrong), rows, cols)
+  gap = max(rows // 3, 2)  # the caption's band: `gap - 1` blank rows per tile
+  blank = np.full((len(wrong), gap - 1, cols), np.nan)
+  grid = tile_grid(np.concatenate([blank, tiles], axis=1), grid_cols, np.nan)
+  width, top, bottom = 8.0, 0.45, 0.1
+  height = (width - 0.2) * grid.shape[0] / grid.shape[1] + top + bottom
+  fig = new_figure(width, height)
+  ax = fig.subplots()
+  margins(fig, left=0.1, right=0.1, top=top, bottom=bottom)
+  cmap = matplotlib.colormaps['gray'].with_extremes(bad='white')
+  ax.imshow(
+    np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=255, interpolation='nearest'
+  )
+  ax.set_axis_off()
+  for k, i in enumerate(wrong):
+    top_row = (k // grid_cols) * (rows + gap)
+    left = (k % grid_cols) * (cols + 1) + 1
+    ax.text(
+      left + (cols - 1) / 2,
+      top_row + gap / 2,
+      f'true {labels[i]} / pred {predictions[i]}',
+      ha='center',
+      va='center',
+      fontsize=10,
+    )
   total = int(np.sum(predictions != labels))
   fig.suptitle(f'Misclassified test images: first {len(wrong)} of {total}')
   if not len(wrong):
-    axes[0].text(0, 0.5, 'no test image is misclassified', fontsize=12)
-  return save_figure(fig, path)
+    ax.text(0, 0.5, 'no test image is misclassified', fontsize=12)
+  return fig
 
 
-def write_train_plots(workdir: str | Path, dataset: data.Dataset) -> list[Path]:
+def write_train_plots(
+  workdir: str | Path,
+  dataset: data.Dataset,
+  test_predictions: Callable[[], np.ndarray] | None = None,
+) -> list[Path]:
   """Writes the plots of a `--mode=train` workdir.
 
   Args:
     workdir: a directory holding `metrics.jsonl` and `params.npz`.
     dataset: the run's dataset; its test split feeds the confusion matrix and
       the misclassified images (uint8 images `(N, 784)`).
+    test_predictions: returns the predicted class of every test image; called
+      only after the learning curves and the weights are drawn, so the run can
+      evaluate meanwhile (default: predicted here, with `evaluation`).
 
   Returns:
     The paths written: `plots/learning_curves.png`, `plots/weights.png`,
@@ -236,12 +334,19 @@ def write_train_plots(workdir: str | Path, dataset: data.Dataset) -> list[Path]:
       f'params in {workdir} do not fit the dataset (need W1 ({input_size}, H)): '
       'pass the dataset the run was trained on'
     )
-  logits = model.apply(params, data.scale_images(dataset.test_images))
-  predictions = np.asarray(np.argmax(logits, axis=-1))
   labels = dataset.test_labels
-  return [
+  if test_predictions is None:
+    split = {'test': (dataset.test_images, labels)}
+    test_predictions = functools.partial(
+      evaluation.evaluate(params, split).predictions, 'test'
+    )
+  written = [
     learning_curves(metrics, plots_dir / 'learning_curves.png'),
     weights_plot(params, dataset.image_shape, plots_dir / 'weights.png'),
+  ]
+  predictions = test_predictions()
+  return [
+    *written,
     confusion_plot(
       confusion_matrix(labels, predictions, dataset.num_classes),
       plots_dir / 'confusion.png',

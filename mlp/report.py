@@ -6,7 +6,9 @@ written again at any time, and the workdir can be read on its own. Plots are
 linked relatively (`plots/NAME.png`); only the plots that exist are linked.
 """
 
+import importlib
 import json
+import threading
 from pathlib import Path
 
 from mlp import hparams
@@ -239,3 +241,17 @@ def write_sweep_report(workdir: str | Path) -> Path:
     *_config_section(config),
   ]
   return _write(workdir, lines)
+
+
+def prefetch(module: str) -> threading.Thread:
+  """Imports `module` (the plots: matplotlib) in a background thread.
+
+  A run calls it early, so that the import overlaps its data loading and
+  compiling instead of following its training; the run's own import of the
+  module later waits for this one if it is not done.
+  """
+  thread = threading.Thread(
+    target=importlib.import_module, args=(module,), name=f'import {module}', daemon=True
+  )
+  thread.start()
+  return thread

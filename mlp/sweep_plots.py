@@ -80,6 +80,7 @@ def heatmap(rows: list[dict], title: str, path: Path) -> Path:
     max(1.2 * len(lrs) + 2.8, 5.5), max(0.8 * len(lambdas) + 2.0, 3.6)
   )
   ax = fig.subplots()
+  plots.margins(fig, left=0.8, right=0.3, bottom=0.9 if len(lrs) > 6 else 0.6)
   shown = np.ma.masked_invalid(values)
   cmap = matplotlib.colormaps['viridis'].with_extremes(bad='lightgray')
   image = ax.imshow(shown, cmap=cmap, aspect='auto')
@@ -110,6 +111,7 @@ def line_plot(rows: list[dict], field: str, title: str, path: Path) -> Path:
   values = [_cell_value([r for r in rows if r[field] == x]) for x in xs]
   fig = plots.new_figure(6.5, 4)
   ax = fig.subplots()
+  plots.margins(fig, left=0.8)
   finite = [(x, v) for x, v in zip(xs, values, strict=True) if math.isfinite(v)]
   ax.plot([x for x, _ in finite], [v for _, v in finite], marker='o')
   for x, v in finite:
@@ -133,6 +135,7 @@ def scatter_plot(rows: list[dict], title: str, path: Path) -> Path:
   """A random search's points: learning rate x lambda, coloured by val accuracy."""
   fig = plots.new_figure(6.5, 4.8)
   ax = fig.subplots()
+  plots.margins(fig, left=0.8, right=0.3)
   ok = [r for r in rows if not r['diverged']]
   bad = [r for r in rows if r['diverged']]
   image = ax.scatter(
@@ -183,6 +186,8 @@ def best_curves(records: list[dict], rows: list[dict], path: Path) -> Path:
   best = sorted(records, key=rank)[:NUM_BEST_CURVES]
   fig = plots.new_figure(12, 4.8)
   loss_ax, acc_ax = fig.subplots(1, 2)
+  legend_rows = math.ceil(len(best) / 3)
+  plots.margins(fig, left=0.75, top=0.6, bottom=0.55 + 0.22 * legend_rows, wspace=0.9)
   for record, label in zip(best, _model_labels(best, rows), strict=True):
     curves = record['curves']
     marker = plots.point_marker(len(curves['step']))
@@ -193,7 +198,7 @@ def best_curves(records: list[dict], rows: list[dict], path: Path) -> Path:
   for ax in (loss_ax, acc_ax):
     ax.grid(alpha=0.3)
   fig.suptitle(f'Best {len(best)} of {len(records)} models')
-  fig.legend(loc='outside lower center', ncols=min(len(best), 3), fontsize=9)
+  fig.legend(loc='lower center', ncols=min(len(best), 3), fontsize=9)
   return plots.save_figure(fig, path)
 
 

@@ -83,6 +83,28 @@ def start_main(*args: str, env: dict | None = None) -> subprocess.Popen:
   )
 
 
+class CompileCounter:
+  """Counts JAX's compile events (tracing, lowering, XLA compiling) in a `with`."""
+
+  def __init__(self):
+    self.events: list[str] = []
+
+  def __call__(self, event: str, duration: float, **kwargs) -> None:
+    if event.startswith('/jax/core/compile/'):
+      self.events.append(event)
+
+  def lowerings(self) -> int:
+    """Programs lowered to XLA (one per jit cache miss)."""
+    return self.events.count('/jax/core/compile/jaxpr_to_mlir_module_duration')
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self)
+
+
 def error_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith('Error:')]
 

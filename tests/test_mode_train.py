@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from mlp import loop
 from mlp.errors import UserError
 from mlp.modes import eval as eval_mode
 from mlp.modes import train
-from tests.conftest import error_lines, expected_scalars, read_scalars, run_main
+from tests.conftest import (
+  CompileCounter,
+  error_lines,
+  expected_scalars,
+  read_scalars,
+  run_main,
+)
 
 # With `pytest -n`, the tests that share the `trained_workdir` fixture run in one
 # worker, which computes it once.
@@ -140,6 +147,30 @@ def test_same_config_and_seed_are_bitwise_deterministic(tmp_path, mnist_loaded_o
   assert metrics_without_time(tmp_path / 'a') == metrics_without_time(tmp_path / 'b')
   assert not (tmp_path / 'a' / 'plots').exists()  # write_plots=False
   assert (tmp_path / 'a' / 'report.md').is_file()
+
+
+def test_nothing_compiles_after_training(tmp_path, mnist_loaded_once, monkeypatch):
+  """The final evaluations (train, val, test in one program), the plots and the
+  report use only what was compiled before training."""
+  counter = CompileCounter()
+  train_jobs = loop.Trainer.train
+
+  def train_then_count(self, *args, **kwargs):
+    outcome = train_jobs(self, *args, **kwargs)
+    counter.__enter__()
+    return outcome
+
+  monkeypatch.setattr(loop.Trainer, 'train', train_then_count)
+  config = test_config.get_config()
+  config.num_iters = 20
+  try:
+    summary = train.run(config, str(tmp_path))
+  finally:
+    counter.__exit__()
+  assert counter.events == []
+  assert len(list((tmp_path / 'plots').glob('*.png'))) == 4
+  last = json.loads((tmp_path / 'metrics.jsonl').read_text().splitlines()[-1])
+  assert summary['val_accuracy'] == last['val_accuracy']  # the same params, exactly
 
 
 def test_divergence_stops_early_with_a_clear_error(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mlp import model
+from tests.conftest import CompileCounter
 
 # Jitted, so each test compiles one program instead of one per operation.
 init_params = jax.jit(model.init_params, static_argnums=(1, 2, 3, 5))
@@ -153,3 +154,34 @@ def test_split_accuracy_counts_every_example_once():
   assert evaluation.split_accuracy(params, images, labels) == pytest.approx(
     expected, abs=1e-9
   )
+
+
+def test_evaluate_is_one_program_for_every_split_compiled_once():
+  from mlp import evaluation
+
+  rng = np.random.default_rng(1)
+  sizes = {'train': evaluation.CHUNK + 321, 'val': 77, 'test': evaluation.CHUNK}
+  splits = {
+    name: (
+      rng.integers(0, 256, (n, 12)).astype(np.uint8),
+      rng.integers(0, 3, n).astype(np.int32),
+    )
+    for name, n in sizes.items()
+  }
+  params = jax.device_get(model.init_params(jax.random.key(2), 12, 8, 3, 0.5))
+  with CompileCounter() as first:
+    result = evaluation.evaluate(params, splits)
+  # One program for the three splits: traced, lowered and compiled once.
+  assert first.lowerings() == 1
+  for name, (images, labels) in splits.items():
+    x = images / np.float32(255.0)
+    hidden = np.maximum(x @ params['W1'] + params['b1'], 0)
+    expected = np.argmax(hidden @ params['W2'] + params['b2'], 1)
+    np.testing.assert_array_equal(result.predictions(name), expected)
+    assert result.accuracy(name) == np.sum(expected == labels) / len(labels)
+  # The same shapes again (as at the end of a run, whose program was compiled
+  # beside its training program): nothing is traced, lowered or compiled.
+  other = {**params, 'W1': params['W1'] + 1}
+  with CompileCounter() as again:
+    evaluation.evaluate(other, splits).accuracy('train')
+  assert again.events == []

@@ -84,6 +84,78 @@ def test_weight_mosaic_tiles_are_scaled_separately():
   assert mosaic.min() == 0 and mosaic.max() == 1
 
 
+def test_weight_mosaic_is_each_hidden_units_weights_reshaped_and_normalised():
+  rng = np.random.default_rng(0)
+  weights = rng.normal(size=(12, 7))  # 3x4 images, 7 hidden units
+  weights[:, 2] = 0.25  # a constant tile is drawn mid-gray
+  fig = plots.weights_figure({'W1': weights}, (3, 4))
+  (ax,) = fig.axes
+  (image,) = ax.images  # one image, not one axes per unit
+  mosaic = np.asarray(image.get_array())
+  np.testing.assert_array_equal(mosaic, plots.weight_mosaic(weights, (3, 4)))
+  assert mosaic.shape == (3 * 4 + 1, 3 * 5 + 1)  # 3x3 places for 7 tiles
+  for unit in range(7):
+    top, left = 1 + (unit // 3) * 4, 1 + (unit % 3) * 5
+    tile = weights[:, unit].reshape(3, 4)
+    span = tile.max() - tile.min()
+    expected = np.full((3, 4), 0.5) if span == 0 else (tile - tile.min()) / span
+    np.testing.assert_allclose(mosaic[top : top + 3, left : left + 4], expected)
+  lines = np.ones_like(mosaic, bool)
+  for unit in range(7):
+    top, left = 1 + (unit // 3) * 4, 1 + (unit % 3) * 5
+    lines[top : top + 3, left : left + 4] = False
+  assert np.all(mosaic[lines] == 1)  # separators and the two empty places
+  assert 'W1: 7 of 7 hidden units' in ax.get_title()
+
+
+def test_misclassified_picture_holds_those_digits_with_their_captions():
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (40, 12)).astype(np.uint8)  # 3x4 digits
+  labels = rng.integers(0, 10, 40)
+  predictions = labels.copy()
+  wrong = np.array([1, 4, 5, 9, 17, 18, 30])
+  predictions[wrong] = (labels[wrong] + 3) % 10
+  fig = plots.misclassified_figure(images, labels, predictions, (3, 4), grid_cols=3)
+  (ax,) = fig.axes
+  (image,) = ax.images
+  grid = np.ma.filled(image.get_array().astype(np.float64), np.nan)
+  # The digits' pixels, without the blank bands and lines around them.
+  rows = np.flatnonzero(np.isfinite(grid).any(axis=1))
+  cols = np.flatnonzero(np.isfinite(grid).any(axis=0))
+  assert len(rows) == 3 * 3 and len(cols) == 3 * 4  # 3 rows of 3 places
+  places = grid[np.ix_(rows, cols)].reshape(3, 3, 3, 4).transpose(0, 2, 1, 3)
+  places = places.reshape(9, 3, 4)
+  np.testing.assert_array_equal(places[:7], images[wrong].reshape(7, 3, 4))
+  assert np.isnan(places[7:]).all()  # the last two places are empty
+  captions = list(ax.texts)
+  assert [t.get_text() for t in captions] == [
+    f'true {labels[i]} / pred {predictions[i]}' for i in wrong
+  ]
+  for k, caption in enumerate(captions):  # each just above its digit
+    x, y = caption.get_position()
+    first_row = rows[(k // 3) * 3]
+    assert first_row - 4 < y < first_row
+    assert cols[(k % 3) * 4] <= x <= cols[(k % 3) * 4 + 3]
+  assert fig.get_suptitle() == 'Misclassified test images: first 7 of 7'
+
+
+def test_misclassified_shows_the_first_25():
+  images = np.zeros((40, 4), np.uint8)
+  labels, predictions = np.zeros(40, int), np.ones(40, int)
+  fig = plots.misclassified_figure(images, labels, predictions, (2, 2))
+  assert len(fig.axes[0].texts) == plots.NUM_MISCLASSIFIED == 25
+  assert fig.get_suptitle() == 'Misclassified test images: first 25 of 40'
+
+
+def test_confusion_picture_is_the_counts():
+  counts = np.arange(9).reshape(3, 3)
+  fig = plots.confusion_figure(counts)
+  ax = fig.axes[0]
+  np.testing.assert_array_equal(ax.images[0].get_array(), counts)
+  assert [t.get_text() for t in ax.texts] == [str(c) for c in counts.ravel()]
+  assert '(accuracy 0.3333)' in ax.get_title()
+
+
 def test_format_value():
   assert [plots.format_value(v) for v in (1e-3, 0.5, 300, 1e-4, 2.5e-5)] == [
     '1e-3',

@@ -49,15 +49,18 @@ def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
       f'params in {path} do not fit {config.dataset} ({problem}): train again with '
       '--mode=train'
     )
+  outcome = evaluation.evaluate(
+    params,
+    {
+      'val': (dataset.val_images, dataset.val_labels),
+      'test': (dataset.test_images, dataset.test_labels),
+    },
+  )
   result = {
     'params': str(path),
     'hidden_size': int(params['W1'].shape[1]),
-    'val_accuracy': evaluation.split_accuracy(
-      params, dataset.val_images, dataset.val_labels
-    ),
-    'test_accuracy': evaluation.split_accuracy(
-      params, dataset.test_images, dataset.test_labels
-    ),
+    'val_accuracy': outcome.accuracy('val'),
+    'test_accuracy': outcome.accuracy('test'),
   }
   print(
     f'val_accuracy {result["val_accuracy"]:.4f}  '

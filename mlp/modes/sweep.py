@@ -148,6 +148,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
       c.num_iters = brackets[0].ends[-1]
   for c in configs:
     hparams.validate(c)
+  if config.write_plots and distributed.is_writer():
+    report.prefetch('mlp.sweep_plots')  # matplotlib: imported while the sweep runs
   # Everything that can refuse the config runs before the workdir is created.
   dataset = data.from_config(config)
   num_train = len(dataset.train_labels)
@@ -1033,7 +1035,7 @@ def _finish(
     results_lib.write(workdir, results, swept)
     workdir_lib.write_json(workdir / 'summary.json', summary)
     if config.write_plots:
-      from mlp import sweep_plots  # matplotlib takes a few tenths of a second.
+      from mlp import sweep_plots
 
       sweep_plots.write_sweep_plots(workdir)
       if config.get('search') in (*search.ADAPTIVE, 'pbt'):
