@@ -15,7 +15,6 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
@@ -225,6 +224,8 @@ def to_host(tree):
   """A pytree of (possibly multi-process) arrays as NumPy arrays on every process."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # only multi-process runs need it
+
   return multihost_utils.process_allgather(tree, tiled=True)
 
 

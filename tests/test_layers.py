@@ -1,14 +1,18 @@
 """The package's layers point down: modes, then loop, then step, then model.
 
 Read from the source's imports (`ast`), so a new import that points up, or a
-mode that imports another mode, fails here.
+mode that imports another mode, fails here. And start-up stays cheap: what
+`main.py --help` and `--mode=train` import, read from `sys.modules` of a fresh
+interpreter.
 """
 
 import ast
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, child_env
 
 MLP = REPO / 'mlp'
 # Each layer may import the layers listed after it, never one before it.
@@ -84,3 +88,61 @@ def test_the_layers_are_where_the_design_says():
   assert {'mlp.step.core', 'mlp.step.blocked', 'mlp.step.tall', 'mlp.model'} <= set(
     MODULES
   )
+
+
+# What `main.py --mode=train` must not import before it uses it (a run with
+# plots imports the plots' modules in a background thread, only then).
+NOT_FOR_TRAINING = (
+  'matplotlib',
+  'PIL',
+  'tensorflow_datasets',
+  'tensorflow',
+  'jax.experimental.multihost_utils',
+  'mlp.plots',
+  'mlp.sweep_plots',
+  'mlp.modes.benchmark',
+  'mlp.modes.predict',
+  'mlp.modes.sweep',
+  'mlp.modes.eval',
+)
+HELP_IMPORTS = """
+import runpy, sys
+sys.argv = ['main.py', '--help']
+try:
+  runpy.run_path('main.py', run_name='__main__')
+finally:
+  print(' '.join(sorted(sys.modules)), file=sys.stderr)
+"""
+TRAIN_IMPORTS = """
+import sys
+sys.argv = ['main.py']
+import main
+from mlp import distributed
+from mlp.modes import train
+print(' '.join(sorted(sys.modules)))
+"""
+
+
+def modules_imported_by(code: str) -> tuple[set[str], str]:
+  """The modules a fresh interpreter holds after `code`, and what it printed."""
+  result = subprocess.run(
+    [sys.executable, '-c', code],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env=child_env(),
+    timeout=120,
+  )
+  names = (result.stdout if 'train' in code else result.stderr).splitlines()[-1]
+  return set(names.split()), result.stdout
+
+
+def test_help_imports_no_jax_and_train_mode_imports_only_what_it_needs():
+  loaded, printed = modules_imported_by(HELP_IMPORTS)
+  assert '--mode' in printed and 'mlp.cli' in loaded
+  assert 'jax' not in loaded  # --help stays fast
+  loaded, _ = modules_imported_by(TRAIN_IMPORTS)
+  assert {'jax', 'optax', 'mlp.loop', 'mlp.modes.train'} <= loaded
+  for name in NOT_FOR_TRAINING:
+    found = sorted(m for m in loaded if m == name or m.startswith(name + '.'))
+    assert not found, f'--mode=train imports {found[:3]} before using it'
