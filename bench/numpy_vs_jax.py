@@ -21,6 +21,8 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import plain_mlp  # noqa: E402  (bench/, beside this script)
+
 from configs import default  # noqa: E402
 from mlp import data, evaluation, hparams, loop  # noqa: E402
 
@@ -28,42 +30,11 @@ _ITERS = flags.DEFINE_integer('num_iters', None, "Steps (default: the config's).
 
 
 def numpy_train(config, dataset) -> tuple[dict, float]:
-  """The course's loop: sample, forward, backward by hand, SGD, decay per epoch."""
-  rng = np.random.default_rng(config.seed)
-  d, h, c = dataset.train_images.shape[1], config.hidden_size, dataset.num_classes
-  params = {
-    'W1': config.init_std * rng.standard_normal((d, h), dtype=np.float32),
-    'b1': np.zeros(h, np.float32),
-    'W2': config.init_std * rng.standard_normal((h, c), dtype=np.float32),
-    'b2': np.zeros(c, np.float32),
-  }
-  images, labels = dataset.train_images, dataset.train_labels
-  n, batch, reg = len(labels), config.batch_size, config.l2_reg
-  iters_per_epoch, lr = max(n // batch, 1), config.learning_rate
+  """`bench/plain_mlp.py`'s NumPy loop on `dataset`'s training split, timed."""
   t0 = time.perf_counter()
-  for step in range(config.num_iters):
-    idx = rng.integers(0, n, batch)
-    x, y = images[idx].astype(np.float32) / 255.0, labels[idx]
-    z1 = x @ params['W1'] + params['b1']
-    a1 = np.maximum(z1, 0)
-    scores = a1 @ params['W2'] + params['b2']
-    scores -= scores.max(axis=1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(axis=1, keepdims=True)
-    dscores = probs
-    dscores[np.arange(batch), y] -= 1
-    dscores /= batch
-    grads = {
-      'W2': a1.T @ dscores + reg * params['W2'],
-      'b2': dscores.sum(axis=0),
-    }
-    dz1 = (dscores @ params['W2'].T) * (z1 > 0)
-    grads['W1'] = x.T @ dz1 + reg * params['W1']
-    grads['b1'] = dz1.sum(axis=0)
-    for name in params:
-      params[name] -= lr * grads[name]
-    if (step + 1) % iters_per_epoch == 0:
-      lr *= config.lr_decay
+  params = plain_mlp.numpy_train(
+    config, dataset.train_images, dataset.train_labels, dataset.num_classes
+  )
   return params, time.perf_counter() - t0
 
 
