@@ -1,6 +1,7 @@
 """The sweep against training its models one by one.
 
   .venv/bin/python bench/sweep_speed.py [--config=configs/sweep.py] [--out=runs/sweep_speed]
+  .venv/bin/python bench/sweep_speed.py --plots --skip_loop   # the whole-process goal
 
 Times, as whole processes where it says so, on the same machine in one run:
   1. the sweep: `python main.py --mode=sweep` (one process, every model at once);
@@ -11,9 +12,11 @@ Times, as whole processes where it says so, on the same machine in one run:
 
 The processes read config files that this script writes (so that its
 `--config.FIELD` overrides reach them): the sweep config, and each grid
-point's training config (the sweep fields removed). Prints wall times, the ratios, and model-examples per second. None of the
-three writes plots (`write_plots=False`: rendering the PNGs takes about 2 s per
-training run here, which would dominate the comparison of training). Every run
+point's training config (the sweep fields removed). Prints wall times, the
+ratios, and model-examples per second. By default none of the three writes
+plots (`write_plots=False`), to compare training; with `--plots` the sweep and
+every process write theirs (and all write their reports either way), as a
+user's runs do. Every run
 starts afresh (`--restart`: a finished run left in `--out` would otherwise
 resume and take no time), and the processes share a compilation cache that
 starts empty, so the sweep compiles from scratch and the per-model processes
@@ -42,6 +45,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', str(REPO / 'configs/sweep.py
 _OUT = flags.DEFINE_string('out', 'runs/sweep_speed', 'Where the workdirs go.')
 _SKIP_PROCESSES = flags.DEFINE_bool(
   'skip_processes', False, 'Skip the one-process-per-model run.'
+)
+_SKIP_LOOP = flags.DEFINE_bool('skip_loop', False, 'Skip the one-process loop.')
+_PLOTS = flags.DEFINE_bool(
+  'plots', False, 'The sweep and the per-model processes write their plots.'
 )
 
 
@@ -74,12 +81,12 @@ def _config_file(config: ml_collections.ConfigDict, path: Path) -> str:
 
 
 def _train_config(config: ml_collections.ConfigDict, point: dict):
-  """The grid point's training config (the sweep fields removed), no plots."""
+  """The grid point's training config (the sweep fields removed)."""
   single = grid.model_config(config, point)
   for field in SWEEP_FIELDS:
     if field in single:
       del single[field]
-  single.write_plots = False
+  single.write_plots = _PLOTS.value
   return single
 
 
@@ -106,7 +113,7 @@ def main(argv):
   tmp = tempfile.TemporaryDirectory()
   files = Path(tmp.name) / 'configs'
   sweep_config = ml_collections.ConfigDict(config.to_dict())
-  sweep_config.write_plots = False
+  sweep_config.write_plots = _PLOTS.value
   common = ['--restart', f'--compilation_cache_dir={tmp.name}/cache']
 
   t0 = time.perf_counter()
@@ -121,10 +128,11 @@ def main(argv):
   times['sweep (1 process, vmap)'] = time.perf_counter() - t0
   summary = json.loads((out / 'sweep' / 'summary.json').read_text())
 
-  t0 = time.perf_counter()
-  for i, point in enumerate(points):
-    train.run(_train_config(config, point), str(out / 'loop' / str(i)), restart=True)
-  times['1 process, loop over models'] = time.perf_counter() - t0
+  if not _SKIP_LOOP.value:
+    t0 = time.perf_counter()
+    for i, point in enumerate(points):
+      train.run(_train_config(config, point), str(out / 'loop' / str(i)), restart=True)
+    times['1 process, loop over models'] = time.perf_counter() - t0
 
   if not _SKIP_PROCESSES.value:
     paths = [
