@@ -336,9 +336,7 @@ def write_examples(
     jax.vmap(augment, in_axes=(0, None, None, None)), static_argnums=(2, 3)
   )
   augmented = np.asarray(augment_copies(keys, originals, config, image_shape))
-  fig = plots.new_figure(
-    0.9 * (1 + copies) + 0.2, 0.95 * len(originals) + 0.6, layout='constrained'
-  )
+  fig = plots.new_figure(0.9 * (1 + copies) + 0.2, 0.95 * len(originals) + 0.6)
   fig.suptitle(_describe(config), fontsize=8)
   axes = fig.subplots(len(originals), 1 + copies, squeeze=False)
   for row, original in enumerate(originals):

@@ -59,13 +59,13 @@ METRIC_COLUMNS = (
 
 
 def new_figure(
-  width: float, height: float, layout: str | None = None
+  width: float, height: float, layout: str | None = 'constrained'
 ) -> matplotlib.figure.Figure:
-  """A figure of `width` x `height` inches; no layout engine unless asked for.
+  """A figure of `width` x `height` inches.
 
-  The plots of a run set their margins themselves (`fig.subplots_adjust`): a
-  layout engine measures every text of the figure again, which costs more
-  than drawing it.
+  The plots of every run pass `layout=None` and set their margins themselves
+  (`margins`): a layout engine measures every text of the figure again, which
+  costs more than drawing it.
   """
   return matplotlib.figure.Figure(figsize=(width, height), layout=layout)
 
@@ -132,7 +132,7 @@ def learning_curves(metrics: list[dict], path: Path) -> Path:
 def learning_curves_figure(metrics: list[dict]) -> matplotlib.figure.Figure:
   step = [m['step'] for m in metrics]
   marker = point_marker(len(step))
-  fig = new_figure(14, 4.2)
+  fig = new_figure(14, 4.2, layout=None)
   loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
   margins(fig, left=0.75, right=0.2, wspace=0.9)
   loss_ax.plot(step, [m['train_loss'] for m in metrics], marker=marker)
@@ -195,7 +195,7 @@ def weights_plot(params: dict, image_shape: tuple[int, int], path: Path) -> Path
 def weights_figure(params: dict, image_shape: tuple[int, int]):
   """One image: `weight_mosaic` of `W1`, titled with how many units it shows."""
   hidden_size = params['W1'].shape[1]
-  fig = new_figure(7, 7.4)
+  fig = new_figure(7, 7.4, layout=None)
   ax = fig.subplots()
   margins(fig, left=0.1, right=0.1, top=0.6, bottom=0.1)
   mosaic = weight_mosaic(params['W1'], image_shape)
@@ -223,7 +223,7 @@ def confusion_plot(counts: np.ndarray, path: Path) -> Path:
 
 def confusion_figure(counts: np.ndarray) -> matplotlib.figure.Figure:
   num_classes = counts.shape[0]
-  fig = new_figure(7, 6.2)
+  fig = new_figure(7, 6.2, layout=None)
   ax = fig.subplots()
   margins(fig, left=0.7, right=0.2, top=0.45, bottom=0.6)
   image = ax.imshow(counts, cmap='Blues')
@@ -279,7 +279,7 @@ def misclassified_figure(
   grid = tile_grid(np.concatenate([blank, tiles], axis=1), grid_cols, np.nan)
   width, top, bottom = 8.0, 0.45, 0.1
   height = (width - 0.2) * grid.shape[0] / grid.shape[1] + top + bottom
-  fig = new_figure(width, height)
+  fig = new_figure(width, height, layout=None)
   ax = fig.subplots()
   margins(fig, left=0.1, right=0.1, top=top, bottom=bottom)
   cmap = matplotlib.colormaps['gray'].with_extremes(bad='white')

@@ -77,7 +77,7 @@ def heatmap(rows: list[dict], title: str, path: Path) -> Path:
     ]
   )
   fig = plots.new_figure(
-    max(1.2 * len(lrs) + 2.8, 5.5), max(0.8 * len(lambdas) + 2.0, 3.6)
+    max(1.2 * len(lrs) + 2.8, 5.5), max(0.8 * len(lambdas) + 2.0, 3.6), layout=None
   )
   ax = fig.subplots()
   plots.margins(fig, left=0.8, right=0.3, bottom=0.9 if len(lrs) > 6 else 0.6)
@@ -109,7 +109,7 @@ def line_plot(rows: list[dict], field: str, title: str, path: Path) -> Path:
   """Val accuracy against the one of learning rate / lambda that varies (log x)."""
   xs = sorted({r[field] for r in rows})
   values = [_cell_value([r for r in rows if r[field] == x]) for x in xs]
-  fig = plots.new_figure(6.5, 4)
+  fig = plots.new_figure(6.5, 4, layout=None)
   ax = fig.subplots()
   plots.margins(fig, left=0.8)
   finite = [(x, v) for x, v in zip(xs, values, strict=True) if math.isfinite(v)]
@@ -133,7 +133,7 @@ def line_plot(rows: list[dict], field: str, title: str, path: Path) -> Path:
 
 def scatter_plot(rows: list[dict], title: str, path: Path) -> Path:
   """A random search's points: learning rate x lambda, coloured by val accuracy."""
-  fig = plots.new_figure(6.5, 4.8)
+  fig = plots.new_figure(6.5, 4.8, layout=None)
   ax = fig.subplots()
   plots.margins(fig, left=0.8, right=0.3)
   ok = [r for r in rows if not r['diverged']]
@@ -184,7 +184,7 @@ def best_curves(records: list[dict], rows: list[dict], path: Path) -> Path:
     return (not finite, -curves['val_accuracy'][-1], record['model'])
 
   best = sorted(records, key=rank)[:NUM_BEST_CURVES]
-  fig = plots.new_figure(12, 4.8)
+  fig = plots.new_figure(12, 4.8, layout=None)
   loss_ax, acc_ax = fig.subplots(1, 2)
   legend_rows = math.ceil(len(best) / 3)
   plots.margins(fig, left=0.75, top=0.6, bottom=0.55 + 0.22 * legend_rows, wspace=0.9)
