@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
     + (f', torch {torch_version}' if torch_version else '')
     + f'; {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}'
   )
-  print('| process | runs, s | median s | main.py (cache off) / this |')
+  print('| process | runs, s | median s | main.py (cache off) time / this time |')
   print('|---|---|---|---|')
   for name, runs in times.items():
     shown = ', '.join(f'{t:.1f}' for t in runs)
