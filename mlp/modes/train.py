@@ -167,6 +167,7 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
       config.learning_rate,
     )
 
+  finish_started = time.perf_counter()
   final = evaluation.evaluate(outcome.state.params, final_splits)  # runs meanwhile
   params = jax.device_get(outcome.state.params)
   steps = int(outcome.state.step)
@@ -194,11 +195,13 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
   workdir_lib.write_json(workdir / 'summary.json', summary)
   report.write_train_report(workdir)
   logging.info(
-    'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs): val %.4f, test %.4f.',
+    'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs, final evaluations, '
+    'plots and report %.2fs): val %.4f, test %.4f.',
     time.perf_counter() - started,
     data_seconds,
     compile_seconds,
     train_seconds,
+    time.perf_counter() - finish_started,
     summary['val_accuracy'],
     summary['test_accuracy'],
   )
