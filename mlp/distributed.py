@@ -195,7 +195,7 @@ def claim_workdir(workdir: Path):
         stack.enter_context(workdir_lib.claim(workdir))
       except UserError as e:
         refusal = e
-    if multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)):
+    if _multihost().broadcast_one_to_all(np.int32(refusal is not None)):
       raise refusal or UserError(
         f'workdir {workdir} is in use by another run (process 0 could not claim it)'
       )
@@ -215,6 +215,14 @@ def lost_peer(error: BaseException) -> str | None:
   )
 
 
+def _multihost():
+  """`jax.experimental.multihost_utils`, imported when a multi-process run
+  first needs it (a single process never does)."""
+  from jax.experimental import multihost_utils
+
+  return multihost_utils
+
+
 def is_writer() -> bool:
   """Whether this process writes the workdir's files (process 0)."""
   return jax.process_index() == 0
@@ -224,16 +232,14 @@ def to_host(tree):
   """A pytree of (possibly multi-process) arrays as NumPy arrays on every process."""
   if jax.process_count() == 1:
     return jax.device_get(tree)
-  from jax.experimental import multihost_utils  # only multi-process runs need it
-
-  return multihost_utils.process_allgather(tree, tiled=True)
+  return _multihost().process_allgather(tree, tiled=True)
 
 
 def any_process(flag: bool) -> bool:
   """Whether `flag` is true on any process (every process must call this)."""
   if jax.process_count() == 1:
     return flag
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+  return bool(np.any(_multihost().process_allgather(np.asarray(flag))))
 
 
 def put(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
