@@ -33,6 +33,11 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
+# With `pytest -n`, this module's tests run in one worker, which trains the
+# module's model once.
+pytestmark = pytest.mark.xdist_group('predict')
+
+
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory):
   """configs/model_b.py (H 100) for 800 steps (val accuracy 0.92), no plots."""
