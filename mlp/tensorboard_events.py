@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from mlp import workdir as workdir_lib
+
 DIRNAME = 'tensorboard'
 SCALARS = ('train_loss', 'train_accuracy', 'val_accuracy', 'learning_rate')
 # HParams metrics: the tags of each model's run the dashboard shows.
@@ -100,15 +102,21 @@ class RunWriter:
     if not events:
       return
     if self._path is None:
-      self.directory.mkdir(parents=True, exist_ok=True)
+      try:
+        self.directory.mkdir(parents=True, exist_ok=True)
+      except OSError as e:
+        raise workdir_lib.WriteError(self.directory, e) from None
       now = time.time()
       self._path = self.directory / (
         f'events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.'
         f'{next(_FILE_NUMBERS):06d}'
       )
       events = [event_pb2.Event(wall_time=now, file_version='brain.Event:2'), *events]
-    with open(self._path, 'ab') as f:
-      f.write(b''.join(_frame(e.SerializeToString()) for e in events))
+    try:  # a record cut short by a full disk is skipped when read back
+      with open(self._path, 'ab') as f:
+        f.write(b''.join(_frame(e.SerializeToString()) for e in events))
+    except OSError as e:
+      raise workdir_lib.WriteError(self._path, e) from None
     for event in events:
       for value in event.summary.value:
         self.recorded[value.tag] = max(self.recorded.get(value.tag, -1), event.step)
