@@ -118,6 +118,23 @@ class Best:
     self.index, self.params = index, params
 
 
+def _resumed_trainer(
+  config, workdir, progress, resume_from
+) -> tuple[loop.Trainer, Best]:
+  """The sweep's trainer, resumed from `resume_from`, and the best model so far."""
+  trainer = loop.Trainer(
+    workdir / checkpoint.DIRNAME,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    progress,
+    config=config.to_dict(),
+  )
+  trainer.resume_from(resume_from)
+  jobs = list(trainer.finished.values())
+  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
+  return trainer, Best(jobs[-1]['best'] if jobs else None, kept or None)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
   """Trains every model of `config.sweep` and writes the sweep's workdir files.
 
@@ -205,22 +222,12 @@ def _sweep(
     len(idx) * statics[k].max_iters * statics[k].batch_size for k, idx in groups.items()
   )
   progress = Progress(total, unit='model-examples')
-  trainer = loop.Trainer(
-    workdir / checkpoint.DIRNAME,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    progress,
-    config=config.to_dict(),
-  )
-  trainer.resume_from(resume_from)
+  trainer, best = _resumed_trainer(config, workdir, progress, resume_from)
   results = {
     r['index']: ModelResult(config=configs[r['index']], **r)
     for job in trainer.finished.values()
     for r in job['results']
   }
-  jobs = list(trainer.finished.values())
-  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
-  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
   events = _events(workdir, config, configs, fresh=resume_from is None)
   if resume_from is not None:
     logging.info(
@@ -485,17 +492,8 @@ def _adaptive(config, workdir, resume_from, configs, dataset, fields, groups, br
     ),
     unit='model-examples',
   )
-  trainer = loop.Trainer(
-    workdir / checkpoint.DIRNAME,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    progress,
-    config=config.to_dict(),
-  )
-  trainer.resume_from(resume_from)
+  trainer, best = _resumed_trainer(config, workdir, progress, resume_from)
   jobs = list(trainer.finished.values())
-  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
-  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
   if resume_from is not None:
     logging.info('Resuming from %s: %d rung job(s) done.', resume_from[0], len(jobs))
   logging.info(
@@ -759,17 +757,8 @@ def _pbt(config, workdir, resume_from, configs, dataset, fields, explore):
   progress = Progress(
     len(members) * static.max_iters * static.batch_size, unit='model-examples'
   )
-  trainer = loop.Trainer(
-    workdir / checkpoint.DIRNAME,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    progress,
-    config=config.to_dict(),
-  )
-  trainer.resume_from(resume_from)
+  trainer, best = _resumed_trainer(config, workdir, progress, resume_from)
   jobs = list(trainer.finished.values())
-  kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
-  best = Best(jobs[-1]['best'] if jobs else None, kept or None)
   if resume_from is not None:
     logging.info('Resuming from %s: %d interval(s) done.', resume_from[0], len(jobs))
   logging.info(
