@@ -336,6 +336,17 @@ class Trainer:
   _resume: dict | None = None
   _resume_from: tuple[Path, checkpoint.Contents] | None = None
 
+  @classmethod
+  def of_run(cls, workdir: Path, config, progress: Progress) -> 'Trainer':
+    """The trainer of a run with `config` in `workdir` (`WORKDIR/checkpoints`)."""
+    return cls(
+      workdir / checkpoint.DIRNAME,
+      config.checkpoint_every,
+      config.keep_checkpoints,
+      progress,
+      config=config.to_dict(),
+    )
+
   def resume_from(self, found: tuple[Path, checkpoint.Contents] | None) -> int | None:
     """Continues the run saved in a checkpoint (`None`: start afresh).
 

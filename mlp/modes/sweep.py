@@ -102,16 +102,30 @@ class Best:
   def __init__(self, index: int | None = None, params: dict | None = None):
     self.index, self.params = index, params
 
-  def offer(self, result: ModelResult, best_so_far: ModelResult | None, params_of):
-    """Keeps `result` if it beats the best so far: higher val accuracy, or the
-    same and an earlier place in the grid (as `results.csv` ranks them)."""
-    if result.diverged or (
-      best_so_far is not None
-      and (result.val_accuracy, -result.index)
-      <= (best_so_far.val_accuracy, -best_so_far.index)
-    ):
-      return
-    self.keep(result.index, params_of())
+  def offer(self, results: list[ModelResult], params, known: dict) -> None:
+    """Offers a chunk's `results` in turn, each kept if it beats the best so
+    far: higher val accuracy, or the same and an earlier place in the grid (as
+    `results.csv` ranks them); never a diverged one.
+
+    Args:
+      results: the chunk's results, in the order of its model axis.
+      params: the chunk's params, model axis first (only a winner's row is
+        brought to the host).
+      known: the results before this chunk, by index.
+    """
+    seen = dict(known)
+    for i, result in enumerate(results):
+      best_so_far = seen.get(self.index)
+      seen[result.index] = result
+      if result.diverged or (
+        best_so_far is not None
+        and (result.val_accuracy, -result.index)
+        <= (best_so_far.val_accuracy, -best_so_far.index)
+      ):
+        continue
+      self.keep(
+        result.index, distributed.to_host(jax.tree.map(lambda x, i=i: x[i], params))
+      )
 
   def keep(self, index: int, params) -> None:
     """Makes model `index`, with `params` (host arrays), the best."""
@@ -122,13 +136,7 @@ def _resumed_trainer(
   config, workdir, progress, resume_from
 ) -> tuple[loop.Trainer, Best]:
   """The sweep's trainer, resumed from `resume_from`, and the best model so far."""
-  trainer = loop.Trainer(
-    workdir / checkpoint.DIRNAME,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    progress,
-    config=config.to_dict(),
-  )
+  trainer = loop.Trainer.of_run(workdir, config, progress)
   trainer.resume_from(resume_from)
   jobs = list(trainer.finished.values())
   kept = {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
@@ -294,15 +302,8 @@ def _sweep(
         num_models=len(chunk),
       )
       chunk_results = _chunk_results(chunk, chunk_indices, outcome)
-      for i, result in enumerate(chunk_results):
-        best.offer(
-          result,
-          results.get(best.index),
-          lambda i=i, p=outcome.state.params: distributed.to_host(
-            jax.tree.map(lambda x: x[i], p)
-          ),
-        )
-        results[result.index] = result
+      best.offer(chunk_results, outcome.state.params, results)
+      results.update((r.index, r) for r in chunk_results)
       trainer.finish(
         job,
         {'results': [r.to_json() for r in chunk_results], 'best': best.index},
@@ -587,15 +588,8 @@ def _adaptive(config, workdir, resume_from, configs, dataset, fields, groups, br
             )
             results = _chunk_results([configs[m] for m in chunk], chunk, outcome)
             if last:
-              for i, result in enumerate(results):
-                best.offer(
-                  result,
-                  reached_end.get(best.index),
-                  lambda i=i, p=outcome.state.params: distributed.to_host(
-                    jax.tree.map(lambda x: x[i], p)
-                  ),
-                )
-                reached_end[result.index] = result
+              best.offer(results, outcome.state.params, reached_end)
+              reached_end.update((r.index, r) for r in results)
             else:
               checkpoint.save(
                 _rung_states_dir(trainer.directory, job),
@@ -818,14 +812,7 @@ def _pbt(config, workdir, resume_from, configs, dataset, fields, explore):
       results = _chunk_results([configs[m] for m in members], members, outcome)
       record = {'results': [r.to_json() for r in results]}
       if k == len(ends) - 1:
-        for i, result in enumerate(results):
-          best.offer(
-            result,
-            next((r for r in results if r.index == best.index), None),
-            lambda i=i, p=outcome.state.params: distributed.to_host(
-              jax.tree.map(lambda x: x[i], p)
-            ),
-          )
+        best.offer(results, outcome.state.params, {})
         trainer.finish(
           job,
           {**record, 'best': best.index},

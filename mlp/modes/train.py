@@ -113,13 +113,7 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
 
   metrics_path = workdir / 'metrics.jsonl'
   progress = Progress(static.max_iters * static.batch_size)
-  trainer = loop.Trainer(
-    workdir / checkpoint.DIRNAME,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    progress,
-    config=config.to_dict(),
-  )
+  trainer = loop.Trainer.of_run(workdir, config, progress)
   step = trainer.resume_from(resume_from)
   events_path = workdir / tensorboard_events.DIRNAME
   if step is None:
