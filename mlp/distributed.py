@@ -229,10 +229,39 @@ def is_writer() -> bool:
 
 
 def to_host(tree):
-  """A pytree of (possibly multi-process) arrays as NumPy arrays on every process."""
+  """A pytree of (possibly multi-process) arrays as NumPy arrays on every process.
+
+  The arrays sharded across processes are replicated by one compiled program
+  for the whole tree (one compile per tree structure and shapes, one launch
+  of collectives), not one per array.
+  """
   if jax.process_count() == 1:
     return jax.device_get(tree)
-  return _multihost().process_allgather(tree, tiled=True)
+  leaves, treedef = jax.tree.flatten(tree)
+  spread = [
+    i
+    for i, x in enumerate(leaves)
+    if isinstance(x, jax.Array)
+    and not x.is_fully_addressable
+    and isinstance(x.sharding, jax.sharding.NamedSharding)
+  ]
+  if spread:
+    replicated = tuple(
+      leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in spread
+    )
+    gathered = jax.jit(_identity, out_shardings=replicated)(*(leaves[i] for i in spread))
+    for i, x in zip(spread, gathered, strict=True):
+      leaves[i] = np.asarray(x.addressable_data(0))
+  rest = [i for i in range(len(leaves)) if i not in set(spread)]
+  if rest:
+    others = _multihost().process_allgather([leaves[i] for i in rest], tiled=True)
+    for i, x in zip(rest, others, strict=True):
+      leaves[i] = x
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def _identity(*xs):
+  return xs
 
 
 def any_process(flag: bool) -> bool:

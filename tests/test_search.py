@@ -1,8 +1,11 @@
-"""--config.search=halving: rung arithmetic, survivors, equality with a run
-alone, files, and resume after a kill."""
+"""--config.search=halving, hyperband and pbt: rung arithmetic, survivors,
+exploit and explore, equality with a run alone and with one device, files, and
+resume after a kill."""
 
 import csv
+import fcntl
 import json
+import os
 import signal
 
 import numpy as np
@@ -11,8 +14,11 @@ import pytest
 from mlp import grid, search
 from mlp.modes import sweep, train
 from mlp.step import core
-from tests.conftest import SWEEP, make_hparams, run_main
+from tests.conftest import SWEEP, error_lines, make_hparams, run_main, start_main
 from tests.test_mode_sweep import sweep_config
+
+# With `pytest -n`, one worker runs this module: its searches run once.
+pytestmark = pytest.mark.xdist_group('search')
 
 # The tiny sweep's grid with a diverging learning rate added: 12 models in
 # two shape groups; rungs at 20 and 60 steps (eta 3), so 4 models go on.
@@ -32,13 +38,12 @@ PBT = {
 }
 
 
-HALVING_FLAGS = [
-  '--config.search=halving',
-  '--config.eta=3',
-  '--config.min_iters=20',
-  '--config.max_iters=60',
-  '--config.sweep.learning_rate=(0.1, 0.3, 1e6)',
-]
+def command(changes: dict) -> list[str]:
+  """`main.py SWEEP` with `changes` as flags. `SWEEP`'s own flag of each
+  changed field is left out: a repeated tuple flag appends to the tuple."""
+  names = {f'--config.{field}=' for field in changes}
+  kept = [arg for arg in SWEEP if not any(arg.startswith(n) for n in names)]
+  return [*kept, *(f'--config.{field}={value}' for field, value in changes.items())]
 
 
 def test_rung_budgets():
@@ -168,9 +173,7 @@ def test_halving_killed_in_a_later_rung_resumes_bitwise(halving_workdir, tmp_pat
   # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, its
   # state for the next rung, its record: 18 checkpoints. The 19th is the
   # second rung's first chunk at step 40, trained from gathered survivors.
-  # A repeated tuple flag appends to the tuple: leave out SWEEP's rates.
-  tiny = [a for a in SWEEP if not a.startswith('--config.sweep.learning_rate')]
-  args = [*tiny, *HALVING_FLAGS, f'--workdir={tmp_path}']
+  args = [*command(HALVING), f'--workdir={tmp_path}']
   killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '19'})
   assert killed.returncode == -signal.SIGKILL
   assert not (tmp_path / 'results.csv').exists()
@@ -205,24 +208,33 @@ def test_halving_user_errors_leave_nothing_behind(tmp_path, changes, expected):
   assert not (tmp_path / 'w').exists()
 
 
-def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(
-  tmp_path, mnist_loaded_once
-):
-  # H 8 only: the chunks of two reuse the halving tests' program.
-  config = sweep_config(
-    **{
-      **HALVING,
-      'search': 'hyperband',
-      'sweep.hidden_size': (8,),
-      'sweep.learning_rate': (0.1, 0.5),
-    }
-  )
-  summary = sweep.run(config, str(tmp_path))
+# H 8 only: the chunks of two reuse the halving tests' program.
+HYPERBAND = {
+  **HALVING,
+  'search': 'hyperband',
+  'sweep.hidden_size': (8,),
+  'sweep.learning_rate': (0.1, 0.5),
+}
+
+
+@pytest.fixture(scope='module')
+def hyperband_workdir(tmp_path_factory, mnist):
+  from mlp import data as data_lib
+
+  workdir = tmp_path_factory.mktemp('hyperband')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(data_lib, 'from_config', lambda config: mnist)
+    summary = sweep.run(sweep_config(**HYPERBAND), str(workdir))
+  return workdir, summary
+
+
+def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workdir):
+  workdir, summary = hyperband_workdir
   # R = 3, eta 3: a bracket of 3 models (20 then 60 steps), then one of 2 (60).
   assert [b['rungs'] for b in summary['brackets']] == [[20, 60], [60]]
   assert [b['rung_sizes'] for b in summary['brackets']] == [[3, 1], [2]]
   assert summary['model_steps'] == 3 * 20 + 40 + 2 * 60
-  rows = read_csv(tmp_path / 'results.csv')
+  rows = read_csv(workdir / 'results.csv')
   assert len(rows) == 5 and list(rows[0])[-3:] == ['bracket', 'rung', 'steps']
   finishers = [r for r in rows if r['steps'] == '60']
   assert len(finishers) == 3 and rows[:3] == finishers
@@ -230,7 +242,7 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(
   # Bracket 0's one survivor had the best val accuracy of its 3 at step 20.
   curves = {
     c['model']: c['curves']
-    for c in map(json.loads, (tmp_path / 'curves.jsonl').read_text().splitlines())
+    for c in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
   }
   at_20 = {m: curves[m]['val_accuracy'][0] for m in range(3)}
   survivors = [m for m in range(3) if curves[m]['step'] == [20, 40, 60]]
@@ -401,3 +413,99 @@ def test_tensorboard_shows_rungs_and_lineage(halving_workdir, pbt_workdir):
       else:
         assert declared['steps'] == curves['step'][-1]
         assert declared['rung'] == (0 if curves['step'] == [20] else 1)
+
+
+def assert_same_search(a, b) -> None:
+  """Workdirs `a` and `b` hold the same search: the same models, rungs or
+  lineage, schedules and accuracies, and losses equal to float32 rounding
+  (other device counts add up in another order)."""
+  rows_a, rows_b = read_csv(a / 'results.csv'), read_csv(b / 'results.csv')
+  assert len(rows_a) == len(rows_b)
+  for x, y in zip(rows_a, rows_b, strict=True):
+    assert {k: v for k, v in x.items() if k != 'final_loss'} == {
+      k: v for k, v in y.items() if k != 'final_loss'
+    }
+    assert float(x['final_loss']) == pytest.approx(
+      float(y['final_loss']), rel=1e-5, nan_ok=True
+    )
+  records_a, records_b = (
+    [json.loads(line) for line in (w / 'curves.jsonl').read_text().splitlines()]
+    for w in (a, b)
+  )
+  for x, y in zip(records_a, records_b, strict=True):
+    assert x['model'] == y['model'] and x['curves'].keys() == y['curves'].keys()
+    for name, values in x['curves'].items():
+      if name == 'train_loss':
+        assert values == pytest.approx(y['curves'][name], rel=1e-5, nan_ok=True)
+      else:
+        assert values == y['curves'][name], name
+
+
+def start_two(changes: dict, workdir, envs=({}, {})):
+  """`command(changes)` as two processes of two CPU devices each (gloo)."""
+  from tests.test_distributed import TWO_DEVICES, flags, free_port
+
+  port = free_port()
+  return [
+    start_main(
+      *command(changes),
+      f'--workdir={workdir}',
+      *flags(i, port),
+      env={**TWO_DEVICES, **env},
+    )
+    for i, env in enumerate(envs)
+  ]
+
+
+def finish(processes) -> list[str]:
+  """Each process's stderr, once all have exited 0."""
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (_, stderr) in zip(processes, outputs, strict=True):
+    assert p.returncode == 0, stderr[-3000:]
+  return [stderr for _, stderr in outputs]
+
+
+def test_two_processes_of_two_devices_pbt_as_one_device(pbt_workdir, tmp_path):
+  """Sharded over 4 devices of 2 processes (gloo on the loopback), PBT copies
+  the same members and gives the same results as on one device."""
+  finish(start_two(PBT, tmp_path))
+  assert json.loads((tmp_path / 'summary.json').read_text())['num_devices'] == 4
+  assert_same_search(tmp_path, pbt_workdir[0])
+
+
+def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
+  hyperband_workdir, tmp_path
+):
+  """Hyperband over 4 devices of 2 processes. Process 0 holds the workdir's
+  lock (seen while it is stopped after its 4th checkpoint). Process 1 dies
+  after its own 4th, in bracket 0's second rung, which trains the survivor
+  gathered across the processes; process 0, let go on, stops at its next
+  collective with one line, not a traceback or an abort. The two resume, and
+  the search keeps the same models with the same results as on one device."""
+  survivor, dead = start_two(
+    HYPERBAND,
+    tmp_path,
+    envs=({'MLP_STOP_AFTER_CHECKPOINT': '4'}, {'MLP_KILL_AFTER_CHECKPOINT': '4'}),
+  )
+  _, status = os.waitpid(survivor.pid, os.WUNTRACED)
+  assert os.WIFSTOPPED(status)
+  with open(tmp_path / '.lock') as lock:  # process 0 holds the workdir
+    with pytest.raises(BlockingIOError):
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert json.loads(lock.read())['pid'] == survivor.pid
+  dead.communicate(timeout=300)
+  assert dead.returncode == -signal.SIGKILL
+  os.kill(survivor.pid, signal.SIGCONT)
+  _, stderr = survivor.communicate(timeout=300)
+  assert survivor.returncode == 1 and 'Traceback' not in stderr
+  (error,) = error_lines(stderr)
+  assert error.startswith('Error: process 0 lost contact with the other processes')
+  assert 'run the same command on every process to resume' in error
+  assert not (tmp_path / 'results.csv').exists()
+  stderr = finish(start_two(HYPERBAND, tmp_path))
+  # Resumed at step 40 of bracket 0's second rung, its first rung done.
+  assert 'Resuming from' in stderr[0] and ': 1 rung job(s) done' in stderr[0]
+  rung_2 = 'bracket 0, rung 2/2, H 8, 1 models: step'
+  assert f'{rung_2} 60/60' in stderr[0] and f'{rung_2} 40/60' not in stderr[0]
+  assert json.loads((tmp_path / 'summary.json').read_text())['num_devices'] == 4
+  assert_same_search(tmp_path, hyperband_workdir[0])
