@@ -249,7 +249,9 @@ def to_host(tree):
     replicated = tuple(
       leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in spread
     )
-    gathered = jax.jit(_identity, out_shardings=replicated)(*(leaves[i] for i in spread))
+    gathered = jax.jit(_identity, out_shardings=replicated)(
+      *(leaves[i] for i in spread)
+    )
     for i, x in zip(spread, gathered, strict=True):
       leaves[i] = np.asarray(x.addressable_data(0))
   rest = [i for i in range(len(leaves)) if i not in set(spread)]

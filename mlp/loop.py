@@ -172,14 +172,17 @@ def abstract(tree):
 
 
 class Program(NamedTuple):
-  """A compiled training program: `init(hparams)` and `segment(...)`.
+  """A compiled training program: `init(hparams)`, `segment(...)` and
+  `start_loss(params, hparams, data)`, all compiled before training starts.
 
-  `segment(state, hparams, data, end_step)` is `train_segment`; `hparam_axes`
-  is `None` for one model, else the model axis of each hyperparameter.
+  `segment(state, hparams, data, end_step)` is `train_segment`; `start_loss`
+  is `start_loss` of this program's params; `hparam_axes` is `None` for one
+  model, else the model axis of each hyperparameter.
   """
 
   init: jax.stages.Compiled
   segment: jax.stages.Compiled
+  start_loss: jax.stages.Compiled
   static: core.Static
   hparam_axes: Hyperparams | None
   compile_seconds: float
@@ -190,8 +193,8 @@ def compile_one(
 ) -> Program:
   """The program of one model (no model axis), compiled once per process."""
   t0 = time.perf_counter()
-  init, segment = _compile_one(static, abstract(hparams), abstract(data))
-  return Program(init, segment, static, None, time.perf_counter() - t0)
+  compiled = _compile_one(static, abstract(hparams), abstract(data))
+  return Program(*compiled, static, None, time.perf_counter() - t0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -207,6 +210,7 @@ def _compile_one(static, hparams, data):
   return (
     init.lower(hparams, static=static).compile(),
     segment.lower(state, hparams, data, end_step).compile(),
+    start_loss.lower(state.params, hparams, data, static).compile(),
   )
 
 
@@ -239,8 +243,10 @@ def compile_many(
     out_shardings=(shardings, model_axis.sharding(mesh, 0)),
     compiler_options=options,
   )
-  segment = segment.lower(init(hparams), hparams, data, jnp.int32(0)).compile()
-  return Program(init, segment, static, hparam_axes, time.perf_counter() - t0)
+  state = init(hparams)
+  segment = segment.lower(state, hparams, data, jnp.int32(0)).compile()
+  loss = start_loss.lower(state.params, hparams, data, static, hparam_axes).compile()
+  return Program(init, segment, loss, static, hparam_axes, time.perf_counter() - t0)
 
 
 def exact_accuracies(metrics: dict, static: core.Static, num_val: int) -> dict:
@@ -430,9 +436,8 @@ class Trainer:
     elif initial_loss is not None:
       initial = initial_loss
     else:
-      initial = distributed.to_host(
-        start_loss(state.params, hparams, data, static, program.hparam_axes)
-      ).tolist()
+      initial = distributed.to_host(program.start_loss(state.params, hparams, data))
+      initial = initial.tolist()
     interrupt.position = self._position(job, int(state.step))
     examples = num_models * static.batch_size
     self.progress.done += (int(state.step) - start_step) * examples

@@ -94,7 +94,12 @@ def put_models(tree, mesh, axes):
 
 def finite_per_model(params: dict) -> np.ndarray:
   """`(models,)` bools: whether all of each model's params are finite."""
+  return np.asarray(distributed.to_host(_finite_per_model(params)))
+
+
+@jax.jit
+def _finite_per_model(params: dict) -> jax.Array:
   finite = [
     jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim))) for v in params.values()
   ]
-  return np.asarray(distributed.to_host(jnp.all(jnp.stack(finite), axis=0)))
+  return jnp.all(jnp.stack(finite), axis=0)
