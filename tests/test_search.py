@@ -108,15 +108,19 @@ def test_gather_and_concat_take_exact_rows():
   assert search.padded([3], 1) == [3]
 
 
-@pytest.fixture(scope='module')
-def halving_workdir(tmp_path_factory, mnist):
+def run_search(changes: dict, workdir, mnist):
+  """`sweep.run` of `sweep_config(**changes)` in this process, on the session's
+  MNIST: the workdir and the summary."""
   from mlp import data as data_lib
 
-  workdir = tmp_path_factory.mktemp('halving')
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(data_lib, 'from_config', lambda config: mnist)
-    summary = sweep.run(sweep_config(**HALVING), str(workdir))
-  return workdir, summary
+    return workdir, sweep.run(sweep_config(**changes), str(workdir))
+
+
+@pytest.fixture(scope='module')
+def halving_workdir(tmp_path_factory, mnist):
+  return run_search(HALVING, tmp_path_factory.mktemp('halving'), mnist)
 
 
 def read_csv(path):
@@ -219,13 +223,7 @@ HYPERBAND = {
 
 @pytest.fixture(scope='module')
 def hyperband_workdir(tmp_path_factory, mnist):
-  from mlp import data as data_lib
-
-  workdir = tmp_path_factory.mktemp('hyperband')
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(data_lib, 'from_config', lambda config: mnist)
-    summary = sweep.run(sweep_config(**HYPERBAND), str(workdir))
-  return workdir, summary
+  return run_search(HYPERBAND, tmp_path_factory.mktemp('hyperband'), mnist)
 
 
 def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workdir):
@@ -306,13 +304,7 @@ def test_exploit_copies_exactly_and_explore_stays_in_range():
 
 @pytest.fixture(scope='module')
 def pbt_workdir(tmp_path_factory, mnist):
-  from mlp import data as data_lib
-
-  workdir = tmp_path_factory.mktemp('pbt')
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(data_lib, 'from_config', lambda config: mnist)
-    summary = sweep.run(sweep_config(**PBT), str(workdir))
-  return workdir, summary
+  return run_search(PBT, tmp_path_factory.mktemp('pbt'), mnist)
 
 
 def test_pbt_records_lineage_and_schedules(pbt_workdir):
