@@ -12,6 +12,7 @@ in progress (its state and its evaluations so far) and what the finished jobs
 left, so the same command resumes where a killed run stopped.
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -207,11 +208,19 @@ def _compile_one(static, hparams, data):
     compiler_options=xla_options.compiler_options(static.compute_dtype),
   )
   end_step = jax.ShapeDtypeStruct((), jnp.int32)
-  return (
-    init.lower(hparams, static=static).compile(),
-    segment.lower(state, hparams, data, end_step).compile(),
-    start_loss.lower(state.params, hparams, data, static).compile(),
+  return compile_together(
+    init.lower(hparams, static=static),
+    segment.lower(state, hparams, data, end_step),
+    start_loss.lower(state.params, hparams, data, static),
   )
+
+
+def compile_together(*lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, ...]:
+  """Compiles lowered programs side by side: XLA compiles without Python's
+  lock, so the cores compile several programs at once (or load them from the
+  compilation cache)."""
+  with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+    return tuple(pool.map(lambda program: program.compile(), lowered))
 
 
 def compile_many(
@@ -235,7 +244,8 @@ def compile_many(
   )
 
   shardings = model_axis.state_shardings(mesh)
-  init = jax.jit(init, out_shardings=shardings).lower(hparams).compile()
+  init = jax.jit(init, out_shardings=shardings)
+  state = jax.eval_shape(init, hparams)  # with the shardings init gives
   options = xla_options.compiler_options(static.compute_dtype, many_models=True)
   segment = jax.jit(
     functools.partial(train_segment, static=static, hparam_axes=hparam_axes),
@@ -243,10 +253,13 @@ def compile_many(
     out_shardings=(shardings, model_axis.sharding(mesh, 0)),
     compiler_options=options,
   )
-  state = init(hparams)
-  segment = segment.lower(state, hparams, data, jnp.int32(0)).compile()
-  loss = start_loss.lower(state.params, hparams, data, static, hparam_axes).compile()
-  return Program(init, segment, loss, static, hparam_axes, time.perf_counter() - t0)
+  end_step = jax.ShapeDtypeStruct((), jnp.int32)
+  compiled = compile_together(
+    init.lower(hparams),
+    segment.lower(state, hparams, data, end_step),
+    start_loss.lower(state.params, hparams, data, static, hparam_axes),
+  )
+  return Program(*compiled, static, hparam_axes, time.perf_counter() - t0)
 
 
 def exact_accuracies(metrics: dict, static: core.Static, num_val: int) -> dict:
