@@ -12,7 +12,6 @@ in progress (its state and its evaluations so far) and what the finished jobs
 left, so the same command resumes where a killed run stopped.
 """
 
-import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -208,19 +207,11 @@ def _compile_one(static, hparams, data):
     compiler_options=xla_options.compiler_options(static.compute_dtype),
   )
   end_step = jax.ShapeDtypeStruct((), jnp.int32)
-  return compile_together(
-    init.lower(hparams, static=static),
-    segment.lower(state, hparams, data, end_step),
-    start_loss.lower(state.params, hparams, data, static),
+  return (
+    init.lower(hparams, static=static).compile(),
+    segment.lower(state, hparams, data, end_step).compile(),
+    start_loss.lower(state.params, hparams, data, static).compile(),
   )
-
-
-def compile_together(*lowered: jax.stages.Lowered) -> tuple[jax.stages.Compiled, ...]:
-  """Compiles lowered programs side by side: XLA compiles without Python's
-  lock, so the cores compile several programs at once (or load them from the
-  compilation cache)."""
-  with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-    return tuple(pool.map(lambda program: program.compile(), lowered))
 
 
 def compile_many(
@@ -254,10 +245,10 @@ def compile_many(
     compiler_options=options,
   )
   end_step = jax.ShapeDtypeStruct((), jnp.int32)
-  compiled = compile_together(
-    init.lower(hparams),
-    segment.lower(state, hparams, data, end_step),
-    start_loss.lower(state.params, hparams, data, static, hparam_axes),
+  compiled = (
+    init.lower(hparams).compile(),
+    segment.lower(state, hparams, data, end_step).compile(),
+    start_loss.lower(state.params, hparams, data, static, hparam_axes).compile(),
   )
   return Program(*compiled, static, hparam_axes, time.perf_counter() - t0)
 
