@@ -254,7 +254,7 @@ def to_host(tree):
     )
     for i, x in zip(spread, gathered, strict=True):
       leaves[i] = np.asarray(x.addressable_data(0))
-  rest = [i for i in range(len(leaves)) if i not in set(spread)]
+  rest = sorted(set(range(len(leaves))) - set(spread))
   if rest:
     others = _multihost().process_allgather([leaves[i] for i in rest], tiled=True)
     for i, x in zip(rest, others, strict=True):
