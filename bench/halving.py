@@ -17,50 +17,25 @@ Results: docs/performance.md, "Successive halving".
 """
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from absl import app, flags
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.search_run import run_search  # noqa: E402
 
 _CONFIG = flags.DEFINE_string('config', 'configs/halving.py', 'The halving config.')
 _OUT = flags.DEFINE_string('out', 'runs/halving_bench', 'Where the workdirs go.')
-
-
-def run_search(search: str, workdir: Path, extra: list[str]) -> tuple[dict, float]:
-  """One `main.py --mode=sweep` process; returns its summary and wall seconds."""
-  with tempfile.TemporaryDirectory() as cache:
-    command = [
-      sys.executable,
-      'main.py',
-      '--mode=sweep',
-      f'--config={_CONFIG.value}',
-      f'--workdir={workdir}',
-      '--restart',
-      f'--config.search={search}',
-      '--config.write_plots=False',
-      *extra,
-    ]
-    started = time.perf_counter()
-    subprocess.run(
-      command, cwd=REPO, check=True, env={**os.environ, 'XDG_CACHE_HOME': cache}
-    )
-    seconds = time.perf_counter() - started
-  return json.loads((workdir / 'summary.json').read_text()), seconds
 
 
 def main(argv):
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   extra = argv[1:]  # --config.FIELD=VALUE overrides for both runs
-  halving, halving_s = run_search('halving', out / 'halving', extra)
-  full, full_s = run_search('random', out / 'full', extra)
+  halving, halving_s = run_search(_CONFIG.value, 'halving', out / 'halving', extra)
+  full, full_s = run_search(_CONFIG.value, 'random', out / 'full', extra)
   full_steps = full['num_models'] * halving['rungs'][-1]
   rows = [
     ('full search', full, full_steps, full_s),

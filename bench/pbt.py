@@ -13,43 +13,18 @@ Results: docs/performance.md, "Population-based training".
 """
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from absl import app, flags
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.search_run import run_search  # noqa: E402
 
 _CONFIG = flags.DEFINE_string('config', 'configs/pbt.py', 'The PBT config.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (draws, inits, batches).')
 _OUT = flags.DEFINE_string('out', 'runs/pbt_bench', 'Where the workdirs go.')
-
-
-def run_search(search: str, seed: str, workdir: Path, extra: list[str]):
-  """One `main.py --mode=sweep` process; returns its summary and wall seconds."""
-  with tempfile.TemporaryDirectory() as cache:
-    command = [
-      sys.executable,
-      'main.py',
-      '--mode=sweep',
-      f'--config={_CONFIG.value}',
-      f'--workdir={workdir}',
-      '--restart',
-      f'--config.search={search}',
-      f'--config.seed={seed}',
-      '--config.write_plots=False',
-      *extra,
-    ]
-    started = time.perf_counter()
-    env = {**os.environ, 'XDG_CACHE_HOME': cache}
-    subprocess.run(command, cwd=REPO, check=True, env=env)
-    seconds = time.perf_counter() - started
-  return json.loads((workdir / 'summary.json').read_text()), seconds
 
 
 def main(argv):
@@ -63,7 +38,12 @@ def main(argv):
   best = {'random': [], 'pbt': []}
   for seed in _SEEDS.value:
     for search in ('random', 'pbt'):
-      summary, seconds = run_search(search, seed, out / f'{search}_{seed}', extra)
+      summary, seconds = run_search(
+        _CONFIG.value,
+        search,
+        out / f'{search}_{seed}',
+        [f'--config.seed={seed}', *extra],
+      )
       steps = summary.get('model_steps') or summary['num_models'] * int(
         json.loads((out / f'{search}_{seed}' / 'config.json').read_text())['num_iters']
       )

@@ -345,16 +345,9 @@ def _sweep(
     dataset,
     list(results.values()),
     best,
-    {
-      'num_models': len(configs),
-      'sweep_seconds': sweep_seconds,
-      'compile_seconds': compile_seconds,
-      'model_examples_per_second': total / max(sweep_seconds - compile_seconds, 1e-9),
-      'batched_fields': list(fields),
-      'jax_version': jax.__version__,
-      'resumed': resume_from is not None,
-      **provenance.record(),
-    },
+    _summary(
+      len(configs), {}, sweep_seconds, compile_seconds, total, fields, resume_from
+    ),
     events=events,
   )
 
@@ -668,25 +661,24 @@ def _adaptive(config, workdir, resume_from, configs, dataset, fields, groups, br
     dataset,
     results,
     best,
-    {
-      'num_models': len(configs),
-      'search': config.search,
-      'brackets': summary_brackets,
-      **(
-        {k: summary_brackets[0][k] for k in ('rungs', 'rung_sizes')}
-        if len(brackets) == 1
-        else {}
-      ),
-      'model_steps': sum(r.search['steps'] for r in results),
-      'sweep_seconds': sweep_seconds,
-      'compile_seconds': compile_seconds,
-      'model_examples_per_second': progress.done
-      / max(sweep_seconds - compile_seconds, 1e-9),
-      'batched_fields': list(fields),
-      'jax_version': jax.__version__,
-      'resumed': resume_from is not None,
-      **provenance.record(),
-    },
+    _summary(
+      len(configs),
+      {
+        'search': config.search,
+        'brackets': summary_brackets,
+        **(
+          {k: summary_brackets[0][k] for k in ('rungs', 'rung_sizes')}
+          if len(brackets) == 1
+          else {}
+        ),
+        'model_steps': sum(r.search['steps'] for r in results),
+      },
+      sweep_seconds,
+      compile_seconds,
+      progress.done,
+      fields,
+      resume_from,
+    ),
   )
 
 
@@ -889,21 +881,20 @@ def _pbt(config, workdir, resume_from, configs, dataset, fields, explore):
     dataset,
     results,
     best,
-    {
-      'num_models': len(configs),
-      'search': 'pbt',
-      'intervals': ends,
-      'explored': list(explore.fields),
-      'model_steps': len(members) * static.max_iters,
-      'sweep_seconds': sweep_seconds,
-      'compile_seconds': program.compile_seconds,
-      'model_examples_per_second': progress.done
-      / max(sweep_seconds - program.compile_seconds, 1e-9),
-      'batched_fields': list(fields),
-      'jax_version': jax.__version__,
-      'resumed': resume_from is not None,
-      **provenance.record(),
-    },
+    _summary(
+      len(configs),
+      {
+        'search': 'pbt',
+        'intervals': ends,
+        'explored': list(explore.fields),
+        'model_steps': len(members) * static.max_iters,
+      },
+      sweep_seconds,
+      program.compile_seconds,
+      progress.done,
+      fields,
+      resume_from,
+    ),
   )
 
 
@@ -966,6 +957,40 @@ def _search_values(result: ModelResult) -> dict:
     lineage = [s for i, s in enumerate(sources) if i == 0 or s != sources[i - 1]]
     values['lineage'] = ' > '.join(map(str, lineage))
   return values
+
+
+def _summary(
+  num_models: int,
+  search_fields: dict,
+  sweep_seconds: float,
+  compile_seconds: float,
+  model_examples: float,
+  fields,
+  resume_from,
+) -> dict:
+  """The summary every search writes, with its own `search_fields`.
+
+  Args:
+    num_models: the models the search trained.
+    search_fields: the search's own entries (rungs, intervals, ...).
+    sweep_seconds: wall seconds from the first compile to the last step.
+    compile_seconds: of those, compiling.
+    model_examples: model-examples trained (for the rate while training).
+    fields: the hyperparameters batched along the model axis.
+    resume_from: the checkpoint the run resumed from, or `None`.
+  """
+  return {
+    'num_models': num_models,
+    **search_fields,
+    'sweep_seconds': sweep_seconds,
+    'compile_seconds': compile_seconds,
+    'model_examples_per_second': model_examples
+    / max(sweep_seconds - compile_seconds, 1e-9),
+    'batched_fields': list(fields),
+    'jax_version': jax.__version__,
+    'resumed': resume_from is not None,
+    **provenance.record(),
+  }
 
 
 def _finish(
