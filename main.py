@@ -81,7 +81,8 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   "Where compiled programs are cached across runs ('' = no cache). "
   '--mode=benchmark never uses it: it measures compile time.',
 )
-flags.mark_flags_as_required(['workdir'])
+# The modes that read a config file (eval and predict read the workdir's).
+_NEEDS_CONFIG = ('train', 'sweep', 'benchmark')
 
 
 def _fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -105,6 +106,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     raise
   except Exception as e:  # noqa: BLE001 -- flags, overrides, config files
     _fail(cli.flag_error(e, argv, config_parser), 2)
+  # Missing flags are flag errors (exit 2), like absl's own.
+  if _WORKDIR.value is None:
+    _fail('--workdir=DIR is required: the directory of the run (see --helpshort)', 2)
+  if _CONFIG.value is None and _MODE.value in _NEEDS_CONFIG:
+    _fail(f'--mode={_MODE.value} needs --config=configs/NAME.py (see --helpshort)', 2)
   if _CONFIG.value is not None:
     path = config_flags.get_config_filename(flags.FLAGS['config'])
     if mismatch := cli.mode_mismatch(_MODE.value, _CONFIG.value, path):
@@ -130,8 +136,6 @@ def _dispatch(mode: str) -> None:
         save_preprocessed=_SAVE_PREPROCESSED.value,
       )
     )
-  elif config is None:
-    raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   elif mode == 'train':
     from mlp.modes import train
 

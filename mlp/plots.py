@@ -96,9 +96,7 @@ def save_figure(fig: matplotlib.figure.Figure, path: Path) -> Path:
 
 
 def plots_directory(workdir: Path) -> Path:
-  if not workdir.is_dir():
-    raise UserError(f'workdir {workdir} does not exist: pass the --workdir of a run')
-  path = workdir / 'plots'
+  path = workdir_lib.existing(workdir, 'pass the --workdir of a run') / 'plots'
   path.mkdir(exist_ok=True)
   return path
 

@@ -44,6 +44,27 @@ class WriteError(UserError):
     self.path, self.errno = path, error.errno
 
 
+def existing(workdir: str | os.PathLike, fix: str) -> Path:
+  """`workdir` as a `Path`, when it is a directory a run wrote into.
+
+  Args:
+    workdir: the `--workdir` of eval, predict or the plots.
+    fix: what to do when it does not exist, e.g. 'train first with ...'.
+
+  Raises:
+    UserError: when `workdir` is a file, or does not exist.
+  """
+  path = Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise UserError(
+      f'workdir {path} is a file, not a directory: pass the directory of a train '
+      'or sweep run as --workdir'
+    )
+  if not path.is_dir():
+    raise UserError(f'workdir {path} does not exist: {fix}')
+  return path
+
+
 def prepare(workdir: str | os.PathLike) -> Path:
   """Creates `workdir` if needed; a clear error when it cannot be written."""
   path = Path(workdir)

@@ -99,6 +99,21 @@ def test_a_sweep_or_benchmark_config_needs_its_mode(tmp_path, config, mode, expe
   assert expected in line
 
 
+@pytest.mark.parametrize(
+  'args, expected',
+  [
+    (['--config=configs/test.py'], 'Error: --workdir=DIR is required'),
+    (['--workdir=runs/x'], 'Error: --mode=train needs --config=configs/NAME.py'),
+    (
+      ['--mode=sweep', '--workdir=runs/x'],
+      'Error: --mode=sweep needs --config=configs/NAME.py',
+    ),
+  ],
+)
+def test_a_missing_flag_is_a_flag_error(args, expected):
+  assert only_error(run_main(*args)).startswith(expected)
+
+
 @pytest.mark.parametrize('mode', ['eval', 'predict'])
 def test_eval_and_predict_accept_any_config(tmp_path, mode):
   result = run_main(

@@ -249,6 +249,9 @@ def test_eval_refuses_what_it_cannot_evaluate(tmp_path, trained):
   workdir, _ = trained
   with pytest.raises(UserError, match='does not exist'):
     eval_mode.run(None, str(tmp_path / 'missing'))
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(UserError, match='is a file, not a directory'):
+    eval_mode.run(None, str(tmp_path / 'a_file'))
   with pytest.raises(UserError, match='no saved params'):
     eval_mode.run(None, str(tmp_path))
   other = tmp_path / 'other'

@@ -170,6 +170,8 @@ def test_sweep_workdir_and_bad_params(trained_workdir, image_dir, tmp_path):
     predict.run(tmp_path, str(image), False, io.StringIO(), io.StringIO())
   with pytest.raises(UserError, match='does not exist'):
     predict.run(tmp_path / 'nope', str(image), False)
+  with pytest.raises(UserError, match='is a file, not a directory'):
+    predict.run(image, str(image), False)
 
 
 def test_predict_from_the_command_line(tmp_path, trained_workdir, image_dir):

@@ -4,8 +4,6 @@ A train workdir's `params.npz`, or a sweep workdir's `best_params.npz`,
 evaluated on the dataset of the workdir's `config.json` (or of `--config`).
 """
 
-from pathlib import Path
-
 import ml_collections
 
 from mlp import data, evaluation, model
@@ -25,12 +23,9 @@ def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
     `{'val_accuracy', 'test_accuracy', 'hidden_size', 'params'}` (`params`:
     the file evaluated).
   """
-  workdir = Path(workdir)
-  if not workdir.is_dir():
-    raise UserError(
-      f'workdir {workdir} does not exist: train first with --mode=train '
-      f'--workdir={workdir}'
-    )
+  workdir = workdir_lib.existing(
+    workdir, f'train first with --mode=train --workdir={workdir}'
+  )
   path = workdir_lib.params_path(workdir)
   params = workdir_lib.load_params(path)
   if config is None:

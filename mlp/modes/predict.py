@@ -206,11 +206,9 @@ def run(
       that are not a 784-H-C network, or an unusable `save_preprocessed`.
   """
   paths = expand_paths(images)
-  directory = Path(workdir)
-  if not directory.is_dir():
-    raise UserError(
-      f'workdir {directory} does not exist: pass the --workdir of a train or sweep run'
-    )
+  directory = workdir_lib.existing(
+    workdir, 'pass the --workdir of a train or sweep run'
+  )
   path = workdir_lib.params_path(directory)
   params = workdir_lib.load_params(path)
   check_params(params, source=str(path))
