@@ -19,7 +19,7 @@ import matplotlib
 import matplotlib.figure
 import numpy as np
 
-from mlp import data, evaluation
+from mlp import data, evaluation, progress
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 
@@ -122,12 +122,22 @@ def point_marker(num_points: int) -> str | None:
   return 'o' if num_points <= 30 else None
 
 
-def learning_curves(metrics: list[dict], path: Path) -> Path:
-  """Loss, train/val accuracy and learning rate against the iteration."""
-  return save_figure(learning_curves_figure(metrics), path)
+def learning_curves(
+  metrics: list[dict], path: Path, train_label: str = 'train'
+) -> Path:
+  """Loss, train/val accuracy and learning rate against the iteration.
+
+  Args:
+    metrics: the evaluations of `metrics.jsonl`.
+    path: the PNG to write.
+    train_label: the train accuracy's legend, e.g. 'train (5k subset)'.
+  """
+  return save_figure(learning_curves_figure(metrics, train_label), path)
 
 
-def learning_curves_figure(metrics: list[dict]) -> matplotlib.figure.Figure:
+def learning_curves_figure(
+  metrics: list[dict], train_label: str = 'train'
+) -> matplotlib.figure.Figure:
   step = [m['step'] for m in metrics]
   marker = point_marker(len(step))
   fig = new_figure(14, 4.2, layout=None)
@@ -136,7 +146,7 @@ def learning_curves_figure(metrics: list[dict]) -> matplotlib.figure.Figure:
   loss_ax.plot(step, [m['train_loss'] for m in metrics], marker=marker)
   loss_ax.set(title='Training loss', xlabel='iteration', ylabel='mean loss')
   acc_ax.plot(
-    step, [m['train_accuracy'] for m in metrics], marker=marker, label='train'
+    step, [m['train_accuracy'] for m in metrics], marker=marker, label=train_label
   )
   acc_ax.plot(step, [m['val_accuracy'] for m in metrics], marker=marker, label='val')
   acc_ax.set(title='Accuracy', xlabel='iteration', ylabel='accuracy')
@@ -338,8 +348,15 @@ def write_train_plots(
     test_predictions = functools.partial(
       evaluation.evaluate(params, split).predictions, 'test'
     )
+  config_path = workdir / 'config.json'
+  train_label = 'train'
+  if config_path.is_file():  # the curves' train accuracy is on a subset
+    size = workdir_lib.read_json(config_path).get('train_eval_size')
+    if size:
+      num_train = len(dataset.train_labels)
+      train_label = f'train ({progress.subset(min(size, num_train), num_train)})'
   written = [
-    learning_curves(metrics, plots_dir / 'learning_curves.png'),
+    learning_curves(metrics, plots_dir / 'learning_curves.png', train_label),
     weights_plot(params, dataset.image_shape, plots_dir / 'weights.png'),
   ]
   predictions = test_predictions()

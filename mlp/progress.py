@@ -38,6 +38,23 @@ def format_count(count: float) -> str:
   return f'{count:.0f}'
 
 
+def plural(count: int, noun: str) -> str:
+  """`1 model`, `36 models`: a count and its noun (made plural with an s)."""
+  return f'{count} {noun}' if count == 1 else f'{count} {noun}s'
+
+
+def subset(size: int, total: int) -> str:
+  """What an accuracy over `size` of `total` images is on: `'5k subset'`, `'all 55k'`.
+
+  Args:
+    size: the images evaluated (`train_eval_size`, at most `total`).
+    total: the images of the split.
+  """
+  if size < total:
+    return f'{format_count(size)} subset'
+  return f'all {format_count(total)}'
+
+
 class Progress:
   """Measures the rate of `unit`s of work since `start_time` and estimates time left.
 

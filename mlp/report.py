@@ -14,7 +14,8 @@ from pathlib import Path
 from mlp import hparams
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
-from mlp.results import format_value
+from mlp.progress import plural
+from mlp.results import format_value, markdown_table
 
 NUM_TOP_ROWS = 10
 _TRAIN_PLOTS = (
@@ -26,12 +27,13 @@ _TRAIN_PLOTS = (
 _TRAIN_SUMMARY = (
   ('val_accuracy', 'validation accuracy'),
   ('test_accuracy', 'test accuracy'),
-  ('train_accuracy', 'train accuracy'),
+  ('train_accuracy', 'train accuracy ({train_images})'),
   ('final_loss', 'final training loss'),
   ('diverged', 'diverged'),
   ('steps', 'steps'),
   ('num_params', 'parameters'),
-  ('train_seconds', 'training seconds'),
+  ('train_seconds', 'training seconds{all_processes}'),
+  ('process_train_seconds', 'training seconds of the last process'),
   ('compile_seconds', 'compile seconds'),
   ('examples_per_second', 'examples / second'),
   ('backend', 'backend'),
@@ -112,13 +114,24 @@ def write_train_report(workdir: str | Path) -> Path:
   hint = f'train first with --mode=train --workdir={workdir}'
   summary = _read(workdir, 'summary.json', hint)
   config = _read(workdir, 'config.json', hint)
+  num_train = summary.get('num_train')
+  train_images = f'all {format_value(num_train)} images' if num_train else 'all images'
+  resumed = 'process_train_seconds' in summary
+  all_processes = ' (all processes of the run)' if resumed else ''
   lines = [
     f'# Training run `{workdir.name}`',
     '',
     '## Summary',
     '',
     key_value_table(
-      [(name, summary[key]) for key, name in _TRAIN_SUMMARY if key in summary],
+      [
+        (
+          name.format(train_images=train_images, all_processes=all_processes),
+          summary[key],
+        )
+        for key, name in _TRAIN_SUMMARY
+        if key in summary
+      ],
       ('metric', 'value'),
     ),
     '',
@@ -156,21 +169,27 @@ def _options(config: dict, leave_out=()) -> list[tuple[str, object]]:
   return [*pairs, ('dataset', config.get('dataset', 'mnist'))]
 
 
-def _top_heading(header: str, num_rows: int) -> list[str]:
+def _top_heading(header: str, num_rows: int, train_eval_size: int | None) -> list[str]:
   """The heading of the report's top rows of `results.md` (whose first line
   is `header`): models, or configurations when seeds are repeats."""
   shown = min(num_rows, NUM_TOP_ROWS)
+  train = (
+    f' `train_accuracy` is on the first {format_value(train_eval_size)} training '
+    'images (`train_eval_size`).'
+    if train_eval_size
+    else ''
+  )
   if 'val_accuracy_mean' in header:
     return [
-      f'## Top {shown} of {num_rows} configurations',
+      f'## Top {shown} of {plural(num_rows, "configuration")}',
       '',
       'By mean validation accuracy over the seeds; all rows are in `results.md` '
-      'and `results.csv`, each model in `results_per_seed.md`.',
+      f'and `results.csv`, each model in `results_per_seed.md`.{train}',
     ]
   return [
-    f'## Top {shown} of {num_rows} models',
+    f'## Top {shown} of {plural(num_rows, "model")}',
     '',
-    'By validation accuracy; all rows are in `results.md` and `results.csv`.',
+    f'By validation accuracy; all rows are in `results.md` and `results.csv`.{train}',
   ]
 
 
@@ -183,6 +202,7 @@ def _sweep_plots(workdir: Path) -> list[tuple[str, str]]:
   return [
     *[(p.name, f'Validation accuracy, H={hidden_size(p)}') for p in heatmaps],
     ('best_curves.png', 'Learning curves of the best models'),
+    ('search.png', 'The search: where each model stopped, or what it explored'),
   ]
 
 
@@ -233,7 +253,7 @@ def write_sweep_report(workdir: str | Path) -> Path:
     if best
     else 'Every model diverged: lower the learning rates of the sweep.',
     '',
-    *_top_heading(table[0], num_rows),
+    *_top_heading(table[0], num_rows, config.get('train_eval_size')),
     '',
     *table[: NUM_TOP_ROWS + 2],
     '',
@@ -255,3 +275,50 @@ def prefetch(module: str) -> threading.Thread:
   )
   thread.start()
   return thread
+
+
+def sweep_ending(
+  workdir: Path,
+  summary: dict,
+  header: tuple[str, ...],
+  table: list[dict],
+  swept: list[str],
+  write_plots: bool,
+) -> str:
+  """What a sweep prints at its end, as train does: the best model's val and
+  test accuracy, and where the tables, the report and the plots are.
+
+  Args:
+    workdir: the sweep's workdir.
+    summary: its `summary.json` (`num_models`, `best`, `sweep_seconds`, ...).
+    header: the columns of `results.md`.
+    table: the rows of `results.md`, best first.
+    swept: the hyperparameter columns (the best model's fields to show).
+    write_plots: whether `plots/` was written.
+
+  Returns:
+    The lines, ending in a newline: the top rows under a title, the best
+    model, `val_accuracy V  test_accuracy T`, and the paths.
+  """
+  noun = 'configuration' if 'val_accuracy_mean' in header else 'model'
+  shown = min(len(table), NUM_TOP_ROWS)
+  ranked = (
+    'mean val accuracy over the seeds' if noun == 'configuration' else 'val accuracy'
+  )
+  lines = [
+    f'Top {shown} of {plural(len(table), noun)} by {ranked} '
+    f'(every row in {workdir / "results.md"}):',
+    markdown_table(header, table[:NUM_TOP_ROWS]),
+  ]
+  best = summary.get('best')
+  if best:
+    fields = ', '.join(f'{f} {format_value(best[f])}' for f in swept if f in best)
+    lines += [
+      f'Best model: {fields}',
+      f'val_accuracy {best["val_accuracy"]:.4f}  test_accuracy {best["test_accuracy"]:.4f}',
+    ]
+  else:
+    lines.append('Every model diverged: lower the learning rates of the sweep.')
+  plots_note = f' and plots in {workdir / "plots"}/' if write_plots else ''
+  lines.append(f'Report: {workdir / "report.md"}{plots_note}')
+  return '\n'.join(lines) + '\n'

@@ -13,6 +13,7 @@ import numpy as np
 
 from mlp import plots
 from mlp import workdir as workdir_lib
+from mlp.progress import plural
 
 
 def halving_axes(ax, records: list[dict], rungs: list[int], title: str) -> None:
@@ -117,9 +118,9 @@ def write_search_plots(workdir: str | Path) -> list[Path]:
     low, high = bracket['models']
     members = [r for r in records if low <= r['model'] < high]
     title = (
-      f'Successive halving of {len(members)} models (at each rung: models reaching it)'
+      f'Successive halving of {plural(len(members), "model")} (at each rung: models reaching it)'
       if len(brackets) == 1
-      else f'Bracket {number}: {len(members)} models, rungs at '
+      else f'Bracket {number}: {plural(len(members), "model")}, rungs at '
       + ', '.join(map(str, bracket['rungs']))
     )
     halving_axes(

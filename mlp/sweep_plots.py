@@ -17,6 +17,7 @@ from mlp import plots
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
+from mlp.progress import plural
 
 NUM_BEST_CURVES = 5
 
@@ -197,7 +198,7 @@ def best_curves(records: list[dict], rows: list[dict], path: Path) -> Path:
   acc_ax.set(title='Validation accuracy', xlabel='iteration', ylabel='accuracy')
   for ax in (loss_ax, acc_ax):
     ax.grid(alpha=0.3)
-  fig.suptitle(f'Best {len(best)} of {len(records)} models')
+  fig.suptitle(f'Best {len(best)} of {plural(len(records), "model")}')
   fig.legend(loc='lower center', ncols=min(len(best), 3), fontsize=9)
   return plots.save_figure(fig, path)
 

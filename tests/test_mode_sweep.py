@@ -132,6 +132,17 @@ def test_results_files_follow_the_contract(cli_sweep):
   assert curves[0]['hyperparameters']['learning_rate'] in (0.1, 0.3)
   assert '| hidden_size | learning_rate | l2_reg |' in result.stdout
   assert 'model-examples/s' in result.stderr
+  # It ends as train does: the best model, its accuracies, where things are.
+  best = summary['best']
+  assert f'Top 8 of 8 models by val accuracy (every row in {workdir}/results.md):' in (
+    result.stdout
+  )
+  assert f'Best model: hidden_size {best["hidden_size"]}, ' in result.stdout
+  assert (
+    f'val_accuracy {best["val_accuracy"]:.4f}  test_accuracy {best["test_accuracy"]:.4f}'
+    in result.stdout
+  )
+  assert result.stdout.endswith(f'Report: {workdir}/report.md\n')  # no plots asked
 
 
 def test_eval_of_a_sweep_workdir_evaluates_the_best_model(cli_sweep):

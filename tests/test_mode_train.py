@@ -82,7 +82,12 @@ def test_train_writes_the_workdir_files(trained):
   assert f'test_accuracy {summary["test_accuracy"]:.4f}' in result.stdout
   assert f'Report: {workdir}/report.md and plots in {workdir}/plots/' in result.stdout
   assert 'examples/s' in result.stderr and 'left' in result.stderr  # progress lines
-  assert 'Done in' in result.stderr
+  # The progress lines' train accuracy is on configs/test.py's 500 images,
+  # the final one on all of them.
+  assert 'train acc (500 subset) ' in result.stderr
+  assert f'(train accuracy on all 55k {summary["train_accuracy"]:.4f})' in result.stderr
+  assert 'Done in' in result.stderr and 'resumes included' not in result.stderr
+  assert 'train accuracy (all 55,000 images)' in (workdir / 'report.md').read_text()
 
 
 def test_killed_and_resumed_equals_uninterrupted(trained, tmp_path):
@@ -105,6 +110,12 @@ def test_killed_and_resumed_equals_uninterrupted(trained, tmp_path):
   assert metrics_without_time(tmp_path) == metrics_without_time(whole)
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary['resumed_from_step'] == 40
+  # This process's times add up; the run's training time is labelled beside.
+  assert 0 < summary['process_train_seconds'] < summary['train_seconds']
+  assert (
+    'training over all processes of this run, resumes included, '
+    f'{summary["train_seconds"]:.2f}s' in resumed.stderr
+  )
   assert len(list((tmp_path / 'checkpoints').glob('ckpt_*.npz'))) == 3
   # TensorBoard: each process wrote its own event file, and together they
   # hold every evaluation once, in order.

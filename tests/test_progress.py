@@ -76,3 +76,11 @@ def test_bar_ends_its_line_when_done(total):
   progress = progress_lib.Progress(total, stream=stream)
   progress.log(total, 'done')
   assert '100%' in stream.getvalue() and stream.getvalue().endswith('\n')
+
+
+def test_subset_and_plural_say_what_a_number_is():
+  assert progress_lib.subset(5000, 55000) == '5k subset'
+  assert progress_lib.subset(500, 55000) == '500 subset'
+  assert progress_lib.subset(55000, 55000) == 'all 55k'
+  assert progress_lib.plural(1, 'model') == '1 model'
+  assert progress_lib.plural(36, 'model') == '36 models'

@@ -364,11 +364,14 @@ def test_pbt_stopped_between_intervals_resumes_bitwise(
 
 
 def test_search_plots(halving_workdir, pbt_workdir):
-  from mlp import search_plots
+  from mlp import report, search_plots
 
   for workdir, _ in (halving_workdir, pbt_workdir):
     (path,) = search_plots.write_search_plots(workdir)
     assert path == workdir / 'plots' / 'search.png' and path.stat().st_size > 10_000
+    # Every search's report shows its plot.
+    report.write_sweep_report(workdir)
+    assert '](plots/search.png)' in (workdir / 'report.md').read_text()
 
 
 def test_tensorboard_shows_rungs_and_lineage(halving_workdir, pbt_workdir):

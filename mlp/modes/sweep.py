@@ -38,7 +38,7 @@ from mlp import (
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
-from mlp.progress import Progress
+from mlp.progress import Progress, plural
 from mlp.step import core
 
 OUTPUTS = (
@@ -245,8 +245,8 @@ def _sweep(
       len(configs),
     )
   logging.info(
-    'Sweep of %d models in %d shape group(s) on %d %s device(s); batched: %s.',
-    len(configs),
+    'Sweep of %s in %d shape group(s) on %d %s device(s); batched: %s.',
+    plural(len(configs), 'model'),
     len(groups),
     len(devices),
     jax.default_backend(),
@@ -1045,11 +1045,15 @@ def _finish(
         search_plots.write_search_plots(workdir)
     report.write_sweep_report(workdir)
   header, table = results_lib.tables(results, swept)['results']
-  print(results_lib.markdown_table(header, table[:10]))
   logging.info(
-    'Sweep of %d models done in %.1fs (compile %.1fs).',
-    len(results),
+    'Sweep of %s done in %.1fs (compile %.1fs)%s.',
+    plural(len(results), 'model'),
     summary['sweep_seconds'],
     summary['compile_seconds'],
+    ' in this process, which resumed the sweep' if summary.get('resumed') else '',
+  )
+  print(
+    report.sweep_ending(workdir, summary, header, table, swept, config.write_plots),
+    end='',
   )
   return summary

@@ -31,7 +31,7 @@ from mlp import (
 )
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
-from mlp.progress import Progress
+from mlp.progress import Progress, subset
 
 OUTPUTS = ('metrics.jsonl', 'params.npz', 'summary.json')
 
@@ -116,12 +116,14 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
   trainer = loop.Trainer.of_run(workdir, config, progress)
   step = trainer.resume_from(resume_from)
   events_path = workdir / tensorboard_events.DIRNAME
+  seconds_before = 0.0  # training seconds of the processes this run resumes
   if step is None:
     metrics_path.unlink(missing_ok=True)
     shutil.rmtree(events_path, ignore_errors=True)
   else:
     checkpoint.truncate_jsonl(metrics_path, step)
-    progress.start_time -= _elapsed_before(metrics_path)
+    seconds_before = _elapsed_before(metrics_path)
+    progress.start_time -= seconds_before
     logging.info('Resuming from %s at step %d.', resume_from[0], step)
 
   events = tensorboard_events.RunWriter(events_path)
@@ -134,10 +136,14 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
       metrics['step'], {tag: metrics[tag] for tag in tensorboard_events.SCALARS}
     )
 
+  # The training accuracy of the progress lines is on the first
+  # `train_eval_size` images; the final one (summary, report) on all of them.
+  train_images = subset(static.train_eval_size, static.num_train)
+
   def describe(m: dict) -> str:
     return (
       f'step {m["step"]}/{static.max_iters} (epoch {m["step"] / static.iters_per_epoch:.1f}): '
-      f'loss {m["train_loss"]:.4f}, train acc {m["train_accuracy"]:.4f}, '
+      f'loss {m["train_loss"]:.4f}, train acc ({train_images}) {m["train_accuracy"]:.4f}, '
       f'val acc {m["val_accuracy"]:.4f}, lr {m["learning_rate"]:.3g}'
     )
 
@@ -151,7 +157,7 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     stop_on_divergence=True,
   )
   progress.close()
-  train_seconds = progress.elapsed()
+  train_seconds = progress.elapsed()  # over every process of the run, as `steps`
   last = outcome.history[-1]
   if outcome.diverged:
     logging.error(
@@ -184,20 +190,34 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     'examples_per_second': steps * static.batch_size / train_seconds,
     'jax_version': jax.__version__,
     'resumed_from_step': outcome.resumed_at,
+    'num_train': static.num_train,
+    'train_eval_size': static.train_eval_size,
     **provenance.record(),
   }
+  if seconds_before:
+    summary['process_train_seconds'] = train_seconds - seconds_before
   workdir_lib.write_json(workdir / 'summary.json', summary)
   report.write_train_report(workdir)
+  # This process's times add up to its total; a resumed run's training
+  # over all its processes is beside them, labelled.
+  resumed = (
+    f'; training over all processes of this run, resumes included, {train_seconds:.2f}s'
+    if seconds_before
+    else ''
+  )
   logging.info(
     'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs, final evaluations, '
-    'plots and report %.2fs): val %.4f, test %.4f.',
+    'plots and report %.2fs)%s: val %.4f, test %.4f (train accuracy on %s %.4f).',
     time.perf_counter() - started,
     data_seconds,
     compile_seconds,
-    train_seconds,
+    train_seconds - seconds_before,
     time.perf_counter() - finish_started,
+    resumed,
     summary['val_accuracy'],
     summary['test_accuracy'],
+    subset(static.num_train, static.num_train),
+    summary['train_accuracy'],
   )
   print(
     f'val_accuracy {summary["val_accuracy"]:.4f}  '
