@@ -25,7 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 # JAX and the modes are imported in `_dispatch`, so that `--help` stays fast.
-from mlp import cli, compile_cache, interrupt
+from mlp import cli, compile_cache, interrupt, logs
 from mlp.errors import UserError
 
 MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
@@ -80,6 +80,12 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   compile_cache.default_dir(),
   "Where compiled programs are cached across runs ('' = no cache). "
   '--mode=benchmark never uses it: it measures compile time.',
+)
+_VERBOSE = flags.DEFINE_bool(
+  'verbose',
+  False,
+  "Log lines with absl's full prefix (level, date, time, thread, file:line) instead "
+  "of HH:MM:SS; any of absl's logging flags (--verbosity, --log_dir, ...) does too.",
 )
 # The modes that read a config file (eval and predict read the workdir's).
 _NEEDS_CONFIG = ('train', 'sweep', 'benchmark')
@@ -171,6 +177,8 @@ def main(argv: list[str]) -> None:
     _fail(
       f'unexpected arguments: {" ".join(argv[1:])} (flags look like --name=value)', 2
     )
+  if not _VERBOSE.value and not logs.absl_flags_given(flags.FLAGS):
+    logs.use_plain_format()
   interrupt.install()
   try:
     from mlp import distributed

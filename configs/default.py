@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   """The default hyperparameters (flat; every field is a contract name)."""
   config = ml_collections.ConfigDict()
   # Data.
-  config.dataset = 'mnist'
+  config.dataset = 'mnist'  # Or 'fashion_mnist' (mlp/data.py's DATASETS).
   config.data_source = 'idx'  # 'idx' (vendored files) or 'tfds' (prepared TFDS).
   config.data_dir = ''  # '' = the vendored data/<dataset>/ folder.
   config.data_url = ''  # Mirror for absent files; '' = the dataset's default.
@@ -57,6 +57,5 @@ def get_config() -> ml_collections.ConfigDict:
   # (0 = at every evaluation), the newest `keep_checkpoints` kept.
   config.checkpoint_every = 0
   config.keep_checkpoints = 3
-  # PNG plots in WORKDIR/plots/ (report.md is always written).
-  config.write_plots = True
+  config.write_plots = True  # PNG plots in WORKDIR/plots/ (report.md always).
   return config

@@ -33,11 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   # pbt_explore fields (default: every swept float field) are multiplied by
   # pbt_perturb or its inverse, or redrawn (chance pbt_resample) within the
   # swept range.
-  config.search = 'grid'
-  config.num_samples = 0
+  config.search = 'grid'  # 'grid', 'random', 'halving', 'hyperband' or 'pbt'.
+  config.num_samples = 0  # Random draws (0: the grid's points, for 'halving', 'pbt').
   for field in hparams.SEARCH:  # eta, min_iters, max_iters, pbt_*
     config[field.name] = field.default
-  config.pbt_explore = ()
-  # Models trained per call (0 = as many as fit in half the device memory).
-  config.models_per_chunk = 0
+  config.pbt_explore = ()  # 'pbt': fields perturbed (() = every swept float field).
+  config.models_per_chunk = 0  # Per call (0 = as many as fit in half the memory).
   return config

@@ -6,16 +6,21 @@ which loads a config file the way `--config=FILE` does) and absl's `app.usage`.
 Nothing here reads flags or imports JAX, so `main.py --help` stays fast.
 """
 
+import ast
 import difflib
+import importlib.util
 import os
 import re
 import sys
 import sysconfig
+import tokenize
 import traceback
 from collections.abc import Callable
 
 import ml_collections
 from absl import flags
+
+from mlp import hparams
 
 # Config fields that make a config belong to one mode (see configs/sweep.py).
 MODE_FIELDS = ('sweep', 'benchmark')
@@ -260,6 +265,117 @@ def help_asked(argv: list[str]) -> bool:
   return bool(_help_flags(argv) & _HELP_FLAGS)
 
 
+def _comments(path: str) -> dict[int, str]:
+  """The comment at the end of each line of the Python file `path`, by line."""
+  with open(path, 'rb') as f:
+    tokens = list(tokenize.tokenize(f.readline))
+  found, code_lines = {}, set()
+  for token in tokens:
+    if token.type == tokenize.COMMENT and token.start[0] in code_lines:
+      found[token.start[0]] = token.string.lstrip('#').strip()
+    elif token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+      code_lines.add(token.start[0])
+  return found
+
+
+def _config_name(node: ast.expr) -> str | None:
+  """`config.a.b` -> `'a.b'`; `config['a']` -> `'a'`; else `None`."""
+  parts = []
+  while isinstance(node, ast.Attribute | ast.Subscript):
+    if isinstance(node, ast.Attribute):
+      parts.append(node.attr)
+    elif isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+      parts.append(node.slice.value)
+    else:
+      return None
+    node = node.value
+  if isinstance(node, ast.Name) and node.id == 'config' and parts:
+    return '.'.join(reversed(parts))
+  return None
+
+
+def config_comments(path: str) -> dict[str, str]:
+  """Each config field's end-of-line comment in the config file `path`.
+
+  A field's comment is the one on the line that sets it (`config.seed = 0  #
+  ...`), or on its key's line in a dict literal (`config.benchmark =
+  ConfigDict({'steps': 4,  # ...})`). The config files that `path` imports
+  from the `configs` package come first, so `path`'s own comments win.
+
+  Args:
+    path: a config file (`configs/NAME.py`).
+
+  Returns:
+    Dotted field names (`benchmark.steps`) mapped to their comments.
+  """
+  with open(path, encoding='utf-8') as f:
+    tree = ast.parse(f.read(), path)
+  found = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module == 'configs':
+      for alias in node.names:
+        spec = importlib.util.find_spec(f'configs.{alias.name}')
+        if (
+          spec
+          and spec.origin
+          and os.path.realpath(spec.origin) != os.path.realpath(path)
+        ):
+          found.update(config_comments(spec.origin))
+  comments = _comments(path)
+  for node in ast.walk(tree):
+    if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+      continue
+    name = _config_name(node.targets[0])
+    if name is None:
+      continue
+    if node.end_lineno in comments:
+      found[name] = comments[node.end_lineno]
+    for entry in ast.walk(node.value):
+      if isinstance(entry, ast.Dict):
+        for key in entry.keys:
+          if isinstance(key, ast.Constant) and key.lineno in comments:
+            found[f'{name}.{key.value}'] = comments[key.lineno]
+  return found
+
+
+def _declared() -> dict[str, hparams.Field | hparams.Choice]:
+  """Every field and choice of `mlp/hparams.py`'s tables, by name."""
+  tables = (*hparams.FIELDS.values(), *hparams.SEARCH, *hparams.CHOICES)
+  return {entry.name: entry for entry in (*tables, hparams.DATA_SOURCE)}
+
+
+def field_docs(argument: str) -> dict[str, str]:
+  """Each field's one-line meaning and allowed values, for `--help`.
+
+  The meaning is the hyperparameter table's (`mlp/hparams.py`), else the
+  config file's comment on the field; the allowed values are the table's
+  range or choices. A sweep's `sweep.FIELD` is the values of FIELD searched.
+
+  Args:
+    argument: the value of `--config` (`configs/NAME.py`, or `FILE:VARIANT`).
+
+  Returns:
+    Dotted field names mapped to their line, for the fields that have one.
+  """
+  path = argument.split(':', 1)[0]
+  comments = config_comments(path) if os.path.isfile(path) else {}
+  declared = _declared()
+  docs = {}
+  for name in {*declared, *comments}:
+    entry = declared.get(name)
+    meaning = (entry.doc if entry else '') or comments.get(name, '')
+    if isinstance(entry, hparams.Field):
+      allowed = entry.expected()
+    elif isinstance(entry, hparams.Choice):
+      allowed = 'one of ' + ', '.join(entry.values)
+    else:
+      allowed = ''
+    docs[name] = '; '.join(part for part in (meaning, allowed) if part)
+  for name in hparams.SWEEPABLE:
+    docs[f'sweep.{name}'] = f'values of {name} searched; () = not swept'
+  return docs
+
+
 def print_help(
   argv: list[str],
   config_parser: flags.ArgumentParser,
@@ -294,9 +410,20 @@ def print_help(
       print("With --config=configs/NAME.py, --help lists that config's fields too.")
     else:
       print(f'Config fields of {argument} (override with --config.FIELD=VALUE):')
-      for name, value in config_fields.items():
-        if not isinstance(value, ml_collections.ConfigDict) or not value:
-          print(f'  {name} = {value!r}')
+      docs = field_docs(argument)
+      shown = {
+        name: repr(value)
+        for name, value in config_fields.items()
+        if not isinstance(value, ml_collections.ConfigDict) or not value
+      }
+      # Aligned, except for the few long ones (a sweep's tuples).
+      width = min(
+        max(map(len, (f'{n} = {v}' for n, v in shown.items())), default=0), 32
+      )
+      for name, value in shown.items():
+        line = f'{name} = {value}'
+        doc = docs.get(name)
+        print(f'  {line.ljust(width)}  # {doc}' if doc else f'  {line}')
     if not full:
       print('\nTry --helpfull to get a list of all flags.')
     sys.stdout.flush()

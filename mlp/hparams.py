@@ -66,12 +66,16 @@ class Field:
   def expected(self) -> str:
     """What a valid value looks like, for error messages."""
     kind = 'an integer' if self.dtype is int else 'a finite number'
-    low = f'> {self.low:g}' if self.low_open else f'>= {self.low:g}'
+
+    def shown(bound: float) -> str:  # 2147483647, not 2.14748e+09
+      return str(int(bound)) if self.dtype is int else f'{bound:g}'
+
+    low = f'> {shown(self.low)}' if self.low_open else f'>= {shown(self.low)}'
     if math.isinf(self.high):
       return f'{kind} {low}'
     if not (self.low_open or self.high_open):
-      return f'{kind} between {self.low:g} and {self.high:g}'
-    high = f'< {self.high:g}' if self.high_open else f'<= {self.high:g}'
+      return f'{kind} between {shown(self.low)} and {shown(self.high)}'
+    high = f'< {shown(self.high)}' if self.high_open else f'<= {shown(self.high)}'
     return f'{kind} {low} and {high}'
 
   def check(self, value: Any) -> None:
@@ -177,14 +181,30 @@ PER_MODEL = (
 
 # Static choices: part of the compiled program. The first value is the default.
 CHOICES = (
-  Choice('optimizer', ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')),
-  Choice('lr_schedule', ('epoch_decay', 'cosine')),
-  Choice('sampling', ('replacement', 'permutation')),
-  Choice('init', ('normal', 'he')),
-  Choice('compute_dtype', ('float32', 'bfloat16')),
+  Choice('optimizer', ('sgd', 'momentum', 'nesterov', 'adam', 'adamw'), 'update rule'),
+  Choice(
+    'lr_schedule',
+    ('epoch_decay', 'cosine'),
+    'x lr_decay after every epoch, or cosine to 0 (after warmup_iters)',
+  ),
+  Choice(
+    'sampling',
+    ('replacement', 'permutation'),
+    'batches drawn with replacement, or each image once per epoch',
+  ),
+  Choice(
+    'init', ('normal', 'he'), 'initial weights: N(0, init_std^2) or N(0, 2 / fan_in)'
+  ),
+  Choice(
+    'compute_dtype',
+    ('float32', 'bfloat16'),
+    'matmul inputs (accumulation and params stay float32)',
+  ),
 )
 # Where the data comes from: not part of the program.
-DATA_SOURCE = Choice('data_source', ('idx', 'tfds'))
+DATA_SOURCE = Choice(
+  'data_source', ('idx', 'tfds'), 'the vendored IDX files, or a prepared TFDS copy'
+)
 
 # Fields that change array shapes: a sweep compiles one program per value.
 SHAPES = (
@@ -195,7 +215,13 @@ SHAPES = (
 # The rest of a training config that has a range to check.
 SETTINGS = (
   Field('num_val', int, 5000, 1, doc='last training images held out as val'),
-  Field('train_eval_size', int, 5000, 1, doc='training images evaluated'),
+  Field(
+    'train_eval_size',
+    int,
+    5000,
+    1,
+    doc="the first training images of each evaluation's train accuracy",
+  ),
   Field('eval_every', int, 0, 0, doc='steps between evaluations (0 = an epoch)'),
   Field('checkpoint_every', int, 0, 0, doc='steps between checkpoints (0 = each)'),
   Field('keep_checkpoints', int, 3, 1, doc='newest checkpoints kept'),

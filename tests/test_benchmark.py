@@ -1,6 +1,10 @@
 """--mode=benchmark on a tiny config, and its FLOP count by hand."""
 
 import json
+import re
+
+import numpy as np
+import pytest
 
 from mlp.modes import benchmark
 from tests.conftest import run_main
@@ -24,6 +28,7 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
     '--config.benchmark.repeats=1',
     '--config.benchmark.peak_matmul_size=256',
     '--config.benchmark.min_seconds=0.02',
+    '--verbose',
   )
   assert result.returncode == 0, result.stderr[-3000:]
   rows = json.loads((tmp_path / 'benchmark.json').read_text())
@@ -31,7 +36,11 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
   for row in rows:
     assert set(benchmark.COLUMNS) | set(benchmark.FLOOR_COLUMNS) <= set(row)
     assert row['floor_step_seconds'] > 0 and row['floor_fraction_of_peak'] > 0
-    assert row['peak_tflops_measured'] == max(row['peak_tflops_runs'])
+    # One peak: the fastest matmul of the run, so no fraction is above 1.
+    floors = [r['floor_tflops'] for r in rows]
+    assert row['peak_tflops_measured'] == max(*row['peak_tflops_runs'], *floors)
+    assert row['floor_fraction_of_peak'] <= 1 and row['fraction_of_peak'] <= 1
+    assert row['step_seconds'] <= row['step_seconds_median']
     assert (
       row['backend'] == 'cpu' and row['hidden_size'] == 16 and row['batch_size'] == 32
     )
@@ -47,8 +56,30 @@ def test_benchmark_mode_writes_the_contract_rows(tmp_path):
     )
     assert row['float32_matmul_relative_error'] < 1e-5  # XLA:CPU: full float32
     assert row['float32_matmuls_use_tf32'] is None  # only reported on a GPU
+  # --verbose: absl's full prefix (level and date, time, thread, file:line).
+  assert re.search(
+    r'^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ benchmark\.py:\d+\] ', result.stderr, re.M
+  )
   assert '| H | batch | models |' in result.stdout
   assert 'matmul precision default' in result.stdout
+
+
+def test_step_times_take_the_fixed_cost_out_of_each_long_segment():
+  # fixed = 2 * 1.0 - 1.5 = 0.5; long runs: (1.5 - 0.5) / 20, (1.9 - 0.5) / 20.
+  per_step = benchmark.step_times([1.0, 1.2], [1.5, 1.9], steps=10)
+  np.testing.assert_allclose(per_step, [0.05, 0.07])
+  assert per_step.min() == pytest.approx((1.5 - 1.0) / 10)
+
+
+def test_the_full_benchmark_is_a_named_variant():
+  from configs import benchmark as benchmark_config
+
+  default, full = benchmark_config.get_config(), benchmark_config.get_config('full')
+  assert len(default.benchmark.hidden_sizes) * len(default.benchmark.batch_sizes) == 1
+  assert full.benchmark.hidden_sizes == (300, 1024)
+  assert full.benchmark.batch_sizes == (200, 1000)
+  with pytest.raises(ValueError, match='configs/benchmark.py:full'):
+    benchmark_config.get_config('small')
 
 
 def test_float32_matmul_error_tells_reduced_precision_apart():

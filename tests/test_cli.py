@@ -163,13 +163,25 @@ def test_help_with_a_config_lists_its_fields(args):
   heading = 'Config fields of configs/default.py (override with --config.FIELD=VALUE):'
   assert heading in lines
   fields = lines[lines.index(heading) + 1 :]
-  assert '  hidden_size = 300' in fields and "  dataset = 'mnist'" in fields
+  # Each field with its meaning and range (the table's) or its comment.
+  assert any(
+    line.startswith('  hidden_size = 300 ')
+    and line.endswith('# H, hidden units; an integer >= 1')
+    for line in fields
+  )
+  assert any(
+    line.startswith("  dataset = 'mnist' ") and "'fashion_mnist'" in line
+    for line in fields
+  )
 
 
 def test_help_flattens_nested_config_fields():
   result = run_main('--helpfull', '--config=configs/sweep.py')
   assert result.returncode == 0, result.stderr
-  assert '  sweep.hidden_size = (100, 200, 300)' in result.stdout.splitlines()
+  assert (
+    '  sweep.hidden_size = (100, 200, 300)  # values of hidden_size searched; () = '
+    'not swept' in result.stdout.splitlines()
+  )
   assert '--verbosity' in result.stdout  # --helpfull: absl's flags too
 
 
@@ -331,11 +343,46 @@ def test_print_help_lists_the_fields_after_the_usage(capsys):
     'Config fields of c.py (override with --config.FIELD=VALUE):',
     '  empty = {}',
     '',  # the repr of an empty ConfigDict ends in a newline
-    '  hidden_size = 100',
-    '  sweep.hidden_size = (100, 300)',
-    '  sweep.learning_rate = (0.1,)',
+    # Each field's meaning and range from the table (c.py has no comments).
+    '  hidden_size = 100               # H, hidden units; an integer >= 1',
+    '  sweep.hidden_size = (100, 300)  # values of hidden_size searched; () = not swept',
+    '  sweep.learning_rate = (0.1,)    # values of learning_rate searched; () = not swept',
     '  write_plots = True',
   ]
+
+
+def test_field_docs_come_from_the_table_and_the_config_files_comments(tmp_path):
+  configs = tmp_path / 'configs'
+  configs.mkdir()
+  (configs / '__init__.py').write_text('')
+  (configs / 'base.py').write_text(
+    'def get_config():\n'
+    '  config.dataset = "mnist"  # which images\n'
+    '  config.data_dir = ""  # overridden below\n'
+    "  config.learning_rate = 0.1  # not the table's words\n"
+  )
+  (configs / 'mine.py').write_text(
+    'from configs import base\n'
+    'def get_config():\n'
+    '  config.data_dir = "/x"  # where the files are\n'
+    '  config.extra = ConfigDict({\n'
+    '    "steps": 4,  # timed steps\n'
+    '  })\n'
+    '  # A comment on a line of its own belongs to no field.\n'
+    '  config.search = "grid"\n'
+  )
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(str(tmp_path))
+    patch.delitem(sys.modules, 'configs', raising=False)
+    docs = cli.field_docs(f'{configs / "mine.py"}:variant')
+  assert docs['dataset'] == 'which images'  # from the file it imports
+  assert docs['data_dir'] == 'where the files are'  # its own comment wins
+  assert docs['extra.steps'] == 'timed steps'  # a key of a dict literal
+  assert 'search' not in docs
+  # The table's meaning wins over a comment, with the table's range.
+  assert docs['learning_rate'] == 'initial step size; a finite number > 0'
+  assert docs['optimizer'].endswith('; one of sgd, momentum, nesterov, adam, adamw')
+  assert docs['seed'].endswith('an integer between 0 and 2147483647')
 
 
 def test_print_help_returns_the_error_of_a_config_that_fails_to_load(capsys):

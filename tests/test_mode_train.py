@@ -5,6 +5,7 @@ makes `main.py` SIGKILL itself right after writing its N-th checkpoint.
 """
 
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_train_writes_the_workdir_files(trained):
   assert 'train acc (500 subset) ' in result.stderr
   assert f'(train accuracy on all 55k {summary["train_accuracy"]:.4f})' in result.stderr
   assert 'Done in' in result.stderr and 'resumes included' not in result.stderr
+  # Log lines a person reads: the time, then the message.
+  assert re.search(r'^\d\d:\d\d:\d\d Loaded mnist \(idx\)', result.stderr, re.M)
+  assert not re.search(r'^I\d{4} ', result.stderr, re.M)
   assert 'train accuracy (all 55,000 images)' in (workdir / 'report.md').read_text()
 
 

@@ -2,6 +2,7 @@
 
 import io
 import logging as std_logging
+import re
 
 import pytest
 
@@ -84,3 +85,26 @@ def test_subset_and_plural_say_what_a_number_is():
   assert progress_lib.subset(55000, 55000) == 'all 55k'
   assert progress_lib.plural(1, 'model') == '1 model'
   assert progress_lib.plural(36, 'model') == '36 models'
+
+
+def test_plain_log_lines_are_the_time_then_the_message():
+  from mlp import logs
+
+  record = std_logging.LogRecord(
+    'x', std_logging.INFO, 'f.py', 1, 'rate %d/s', (5,), None
+  )
+  record.created = 0.0
+  line = logs.PlainFormatter().format(record)
+  assert re.fullmatch(r'\d\d:\d\d:\d\d rate 5/s', line)
+  record.levelno = std_logging.WARNING
+  assert logs.PlainFormatter().format(record).endswith(' Warning: rate 5/s')
+
+
+def test_absl_logging_flags_on_the_command_line_are_found(monkeypatch):
+  from absl import flags
+
+  from mlp import logs
+
+  assert logs.absl_flags_given(flags.FLAGS) == []
+  monkeypatch.setattr(flags.FLAGS['verbosity'], 'present', 1)
+  assert logs.absl_flags_given(flags.FLAGS) == ['verbosity']

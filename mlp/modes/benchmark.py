@@ -1,17 +1,21 @@
 """`--mode=benchmark`: how close training comes to the device's matmul peak.
 
-In one run: the peak is measured (a large square matmul in the dtype in use,
-warmed up, timed with `block_until_ready`; once before the rows and once
-after, the larger kept); then, for every combination of
-hidden size, batch size and number of vmapped models in the config, the same
-compiled `loop.train_segment` that train and sweep use is timed in steady
-state. A step's time is the difference between a segment of `2k` and of `k`
-steps, so the evaluation and the dispatch at the end of a segment cancel out.
-Useful work is counted analytically: per example and model, forward
-`2DH + 2HC` and backward `2DH + 4HC` FLOPs (no gradient for the input). Each
-row also times the first layer's two matmuls and update alone at its shapes
-(`matmul_floor_seconds`), the ceiling a training step of that shape could
-reach.
+In one run: a large square matmul in the dtype in use is timed (warmed up,
+`block_until_ready`; once before the rows and once after); then, for every
+combination of hidden size, batch size and number of vmapped models in the
+config, the same compiled `loop.train_segment` that train and sweep use is
+timed in steady state (`time_training`). Useful work is counted analytically:
+per example and model, forward `2DH + 2HC` and backward `2DH + 4HC` FLOPs (no
+gradient for the input). Each row also times the first layer's two matmuls and
+update alone at its shapes (`matmul_floor_seconds`), the ceiling a training
+step of that shape could reach.
+
+Each figure is defined once. The peak is the fastest matmul throughput measured
+in the run: the square matmuls' and every row's matmul-only loop (a shared
+machine's speed drifts, and a loop that beat the square matmul shows the device
+can do at least that). Every fraction of peak is against that one peak, so it
+is known only at the end: the log's per-row lines give times and TFLOP/s, the
+table the fractions.
 """
 
 import itertools
@@ -30,6 +34,7 @@ from mlp import grid, hparams, loop, model_axis
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.hparams import Hyperparams
+from mlp.progress import plural
 from mlp.step import core, xla_options
 
 COLUMNS = (
@@ -152,12 +157,34 @@ def compile_training(
 
 
 class TrainingTime(NamedTuple):
-  """Timings of one combination."""
+  """Timings of one combination (see `time_training`)."""
 
-  step_seconds: float  # steady state, from the fastest timings (as the peak's)
-  step_seconds_median: float  # steady state, median over the repeats
+  step_seconds: float  # steady state, from the fastest long segment
+  step_seconds_median: float  # steady state, from the median long segment
   compile_seconds: float
   static: core.Static
+
+
+def step_times(shorts: list[float], longs: list[float], steps: int) -> np.ndarray:
+  """Seconds per step of each long segment, its fixed cost taken out.
+
+  A segment of `k` steps takes `fixed + k * step`. The fastest runs of the two
+  lengths (`k = steps` and `2 * steps`) give `fixed = 2 * short - long` (noise
+  on a shared machine only ever adds time); each long run then gives
+  `(long - fixed) / (2 * steps)`. The fastest of these equals
+  `(min(longs) - min(shorts)) / steps`, and no other is faster, so the median
+  is never below it.
+
+  Args:
+    shorts: seconds of each run of `steps` steps.
+    longs: seconds of each run of `2 * steps` steps.
+    steps: the short segments' length.
+
+  Returns:
+    `(len(longs),)` seconds per step, in the order of `longs`.
+  """
+  fixed = max(2 * min(shorts) - min(longs), 0.0)
+  return np.maximum((np.asarray(longs) - fixed) / (2 * steps), 1e-9)
 
 
 def time_training(
@@ -168,10 +195,9 @@ def time_training(
   A segment of `k` steps costs `fixed + k s` (`fixed`: the evaluation and the
   dispatch at its end), so `s` is the difference between segments of `2k`
   and `k` steps over `k`; `k` starts at `steps` and doubles until the
-  difference is at least `min_seconds`. Each length is timed `repeats` times: like the peak
-  (the fastest of its runs), `step_seconds` takes each length's fastest run,
-  since the noise of a shared machine only ever adds time; the median of the
-  repeats' differences is reported beside it.
+  difference is at least `min_seconds`. Each length is timed `repeats` times;
+  `step_times` turns the runs into seconds per step: `step_seconds` is the
+  fastest, as the peak's is, `step_seconds_median` their median.
   """
   program, values, data = compile_training(
     config, dataset, hidden_size, batch_size, num_models, config.benchmark.dtype
@@ -198,9 +224,10 @@ def time_training(
   for _ in range(repeats - 1):
     shorts.append(timed(steps))
     longs.append(timed(2 * steps))
+  per_step = step_times(shorts, longs, steps)
   return TrainingTime(
-    step_seconds=max(min(longs) - min(shorts), 1e-9) / steps,
-    step_seconds_median=max(float(np.median(np.subtract(longs, shorts))), 1e-9) / steps,
+    step_seconds=float(per_step.min()),
+    step_seconds_median=float(np.median(per_step)),
     compile_seconds=program.compile_seconds,
     static=program.static,
   )
@@ -233,7 +260,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     )
     first_peak = peak_tflops(bench.peak_matmul_size, dtype)
     logging.info(
-      'Peak %s matmul (%d^3): %.3f TFLOP/s.', dtype, bench.peak_matmul_size, first_peak
+      'Square %s matmul (%d^3): %.3f TFLOP/s.',
+      dtype,
+      bench.peak_matmul_size,
+      first_peak,
     )
     rows = []
     combos = itertools.product(bench.hidden_sizes, bench.batch_sizes, bench.num_models)
@@ -283,21 +313,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
           'jax_version': jax.__version__,
         }
       )
+      # No fraction of peak here: the peak is known only after the last row.
       logging.info(
-        'H %d, batch %d, %d model(s): %.3f ms/step, %.1f%% of the first peak '
-        "(the first layer's matmuls alone: %.1f%%).",
+        'H %d, batch %d, %s: %.3f ms/step (median %.3f), %.3f TFLOP/s; '
+        "the first layer's matmuls alone %.3f TFLOP/s.",
         hidden_size,
         batch_size,
-        num_models,
+        plural(num_models, 'model'),
         1e3 * step_seconds,
-        100 * rows[-1]['achieved_tflops'] / first_peak,
-        100 * rows[-1]['floor_tflops'] / first_peak,
+        1e3 * timing.step_seconds_median,
+        rows[-1]['achieved_tflops'],
+        rows[-1]['floor_tflops'],
       )
-    # Measured again at the end and the larger one kept: the peak of a shared
-    # machine drifts, and a low peak would flatter every fraction.
+    # Measured again at the end: the speed of a shared machine drifts, and a
+    # low peak would flatter every fraction.
     last_peak = peak_tflops(bench.peak_matmul_size, dtype)
-  peak = max(first_peak, last_peak)
-  logging.info('Peak again: %.3f TFLOP/s; using %.3f.', last_peak, peak)
+  peak = max(first_peak, last_peak, *(row['floor_tflops'] for row in rows))
+  logging.info(
+    'Square matmul again: %.3f TFLOP/s; peak (the fastest matmul of the run): %.3f.',
+    last_peak,
+    peak,
+  )
   for row in rows:
     row['peak_tflops_measured'] = peak
     row['peak_tflops_runs'] = [first_peak, last_peak]
