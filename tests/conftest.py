@@ -165,6 +165,30 @@ def sweep_workdir(tmp_path_factory):
   return workdir, result
 
 
+# The benchmark from the command line at the smallest shapes: H 16, batch 32,
+# 1 and 3 models, a 256^3 peak matmul, one timing of each length.
+BENCHMARK = [
+  '--mode=benchmark',
+  '--config=configs/benchmark.py',
+  '--config.benchmark.hidden_sizes=(16,)',
+  '--config.benchmark.batch_sizes=(32,)',
+  '--config.benchmark.num_models=(1, 3)',
+  '--config.benchmark.steps=4',
+  '--config.benchmark.repeats=1',
+  '--config.benchmark.peak_matmul_size=256',
+  '--config.benchmark.min_seconds=0.02',
+]
+
+
+@pytest.fixture(scope='session')
+def benchmark_workdir(tmp_path_factory):
+  """`main.py BENCHMARK --verbose`: its workdir and output."""
+  workdir = tmp_path_factory.mktemp('benchmark')
+  result = run_main(*BENCHMARK, '--verbose', f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
 @pytest.fixture(scope='session')
 def mnist():
   """The vendored MNIST splits (host NumPy arrays)."""

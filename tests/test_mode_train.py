@@ -128,12 +128,8 @@ def test_killed_and_resumed_equals_uninterrupted(trained, tmp_path):
   assert read_scalars(tmp_path / 'tensorboard') == expected_scalars(rows)
 
 
-def test_eval_of_a_train_workdir(trained):
-  workdir, _ = trained
-  result = run_main('--mode=eval', f'--workdir={workdir}')
-  assert result.returncode == 0, result.stderr
-  summary = json.loads((workdir / 'summary.json').read_text())
-  assert f'test_accuracy {summary["test_accuracy"]:.4f}' in result.stdout
+# The eval of a train workdir from the command line: tests/test_readme.py runs
+# the README's `--mode=eval --workdir=runs/default` on `trained_workdir`.
 
 
 def test_another_config_is_refused_and_restart_starts_over(tmp_path, mnist_loaded_once):

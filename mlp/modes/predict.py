@@ -177,8 +177,8 @@ def run(
   workdir: str,
   images: str,
   as_json: bool,
-  out: TextIO = sys.stdout,
-  err: TextIO = sys.stderr,
+  out: TextIO | None = None,
+  err: TextIO | None = None,
   save_preprocessed: str | None = None,
 ) -> int:
   """`--mode=predict`: prints the class of each image.
@@ -194,8 +194,8 @@ def run(
     workdir: a train workdir (`params.npz`) or a sweep workdir (`best_params.npz`).
     images: comma-separated image paths and globs.
     as_json: print JSON instead of tab-separated lines.
-    out: where the predictions go.
-    err: where the warnings and per-image errors go.
+    out: where the predictions go (`None`: `sys.stdout` at the call).
+    err: where the warnings and per-image errors go (`None`: `sys.stderr`).
     save_preprocessed: a directory for the 28x28 images the model saw.
 
   Returns:
@@ -205,6 +205,8 @@ def run(
     UserError: for an empty `images`, a missing workdir or params, params
       that are not a 784-H-C network, or an unusable `save_preprocessed`.
   """
+  out = sys.stdout if out is None else out
+  err = sys.stderr if err is None else err
   paths = expand_paths(images)
   directory = workdir_lib.existing(
     workdir, 'pass the --workdir of a train or sweep run'
