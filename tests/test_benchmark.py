@@ -56,6 +56,8 @@ def test_step_times_take_the_fixed_cost_out_of_each_long_segment():
   per_step = benchmark.step_times([1.0, 1.2], [1.5, 1.9], steps=10)
   np.testing.assert_allclose(per_step, [0.05, 0.07])
   assert per_step.min() == pytest.approx((1.5 - 1.0) / 10)
+  # Short runs no faster than long ones (noise): no fixed cost is taken out.
+  np.testing.assert_allclose(benchmark.step_times([1.0], [0.9], steps=10), [0.045])
 
 
 def test_the_full_benchmark_is_a_named_variant():

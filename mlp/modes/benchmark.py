@@ -173,7 +173,9 @@ def step_times(shorts: list[float], longs: list[float], steps: int) -> np.ndarra
   on a shared machine only ever adds time); each long run then gives
   `(long - fixed) / (2 * steps)`. The fastest of these equals
   `(min(longs) - min(shorts)) / steps`, and no other is faster, so the median
-  is never below it.
+  is never below it. When the noise of a busy machine leaves the short runs no
+  faster than the long ones, `fixed` is taken as 0: each time is then an upper
+  bound, the fixed cost included.
 
   Args:
     shorts: seconds of each run of `steps` steps.
@@ -184,6 +186,8 @@ def step_times(shorts: list[float], longs: list[float], steps: int) -> np.ndarra
     `(len(longs),)` seconds per step, in the order of `longs`.
   """
   fixed = max(2 * min(shorts) - min(longs), 0.0)
+  if fixed >= min(longs):
+    fixed = 0.0
   return np.maximum((np.asarray(longs) - fixed) / (2 * steps), 1e-9)
 
 
