@@ -149,6 +149,8 @@ def _main_state(argv: list[str]):
   handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   handler = absl_logging.get_absl_handler()
   formatter = handler.python_handler.formatter
+  # Unparsing the flags sets absl's logger to WARNING: its level comes back.
+  absl_level = absl_logging.get_absl_logger().level
   flags.FLAGS.unparse_flags()
   _forget_config_overrides()
   saved_argv = sys.argv
@@ -163,6 +165,7 @@ def _main_state(argv: list[str]):
     for signum, previous in handlers.items():
       signal.signal(signum, previous)
     handler.setFormatter(formatter)
+    absl_logging.get_absl_logger().setLevel(absl_level)
 
 
 def run_in_process(args: list[str], capsys) -> tuple[int, str, str]:
