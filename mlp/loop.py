@@ -382,6 +382,15 @@ class Trainer:
         'start over'
       ) from None
 
+  @property
+  def resumed_from(self) -> Path | None:
+    """The checkpoint the run resumed from, or `None`."""
+    return None if self._resume_from is None else self._resume_from[0]
+
+  def holds(self, job: str) -> bool:
+    """Whether the checkpoint resumed from holds job `job` in progress."""
+    return self._resume is not None and self._resume['name'] == job
+
   def train(
     self,
     job: str,

@@ -11,7 +11,8 @@ import signal
 import numpy as np
 import pytest
 
-from mlp import grid, search
+from mlp import grid
+from mlp.search import budgets, pbt
 from mlp.modes import sweep, train
 from mlp.step import core
 from tests.conftest import SWEEP, error_lines, make_hparams, run_main, start_main
@@ -47,17 +48,17 @@ def command(changes: dict) -> list[str]:
 
 
 def test_rung_budgets():
-  assert search.rungs(125, 2000, 4) == [125, 500, 2000]
-  assert search.rungs(74, 2000, 3) == [74, 222, 667, 2000]
-  assert search.rungs(20, 60, 3) == [20, 60]
-  assert search.rungs(60, 60, 3) == [60]
-  assert search.rung_sizes(128, 3, 4) == [128, 32, 8]
-  assert search.rung_sizes(5, 4, 3) == [5, 1, 1, 1]
+  assert budgets.rungs(125, 2000, 4) == [125, 500, 2000]
+  assert budgets.rungs(74, 2000, 3) == [74, 222, 667, 2000]
+  assert budgets.rungs(20, 60, 3) == [20, 60]
+  assert budgets.rungs(60, 60, 3) == [60]
+  assert budgets.rung_sizes(128, 3, 4) == [128, 32, 8]
+  assert budgets.rung_sizes(5, 4, 3) == [5, 1, 1, 1]
 
 
 def test_hyperband_brackets_follow_li_et_al():
   # R = 81, eta 3: Table 1 of Li et al. (2017), resources in units of r_min.
-  brackets = search.hyperband(1, 81, 3)
+  brackets = budgets.hyperband(1, 81, 3)
   assert [b.sizes for b in brackets] == [
     [81, 27, 9, 3, 1],
     [34, 11, 3, 1],
@@ -86,26 +87,9 @@ def test_survivors_are_the_top_k_diverged_first_ties_by_index():
       (i for i, d in zip(indices, diverged, strict=True) if not d),
       key=lambda i: (-accuracy[list(indices).index(i)], i),
     )[:keep]
-    assert search.survivors(indices, accuracy, diverged, keep) == sorted(expected)
-  assert search.survivors([0, 1], [np.nan, 0.1], [False, False], 2) == [1]
-  assert search.survivors([3, 4], [0.9, 0.9], [True, True], 1) == []
-
-
-def test_gather_and_concat_take_exact_rows():
-  like = core.TrainState(
-    params={'W1': np.arange(24.0).reshape(4, 3, 2)},
-    opt_state=(),
-    step=np.int32(7),
-    train_loss=np.arange(4.0),
-    order=np.zeros((4, 0), np.int32),
-  )
-  joined = search.concat_models([like, like], core.STATE_AXES)
-  assert joined.params['W1'].shape == (8, 3, 2) and joined.step == 7
-  picked = search.gather_models(joined, core.STATE_AXES, [5, 0, 0])
-  np.testing.assert_array_equal(picked.params['W1'], like.params['W1'][[1, 0, 0]])
-  np.testing.assert_array_equal(picked.train_loss, [1.0, 0.0, 0.0])
-  assert search.padded([3, 8, 9], 4) == [3, 8, 9, 9]
-  assert search.padded([3], 1) == [3]
+    assert budgets.survivors(indices, accuracy, diverged, keep) == sorted(expected)
+  assert budgets.survivors([0, 1], [np.nan, 0.1], [False, False], 2) == [1]
+  assert budgets.survivors([3, 4], [0.9, 0.9], [True, True], 1) == []
 
 
 def run_search(changes: dict, workdir, mnist):
@@ -251,55 +235,38 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workd
 def test_exploit_copies_exactly_and_explore_stays_in_range():
   import jax
 
-  n = 8
-  state = core.TrainState(
-    params={'W1': np.arange(n * 6, dtype=np.float32).reshape(n, 3, 2)},
-    opt_state=(),
-    step=np.int32(40),
-    train_loss=np.linspace(1.0, 2.0, n).astype(np.float32),
-    order=np.zeros((n, 0), np.int32),
-  )
-  hparams_ = make_hparams()._replace(
-    learning_rate=np.geomspace(0.01, 1.0, n).astype(np.float32),
-    l2_reg=np.full(n, 1e-3, np.float32),
-  )
-  explore = search.Explore(
+  n = 7
+  values = {
+    'learning_rate': np.geomspace(0.01, 1.0, n).astype(np.float32),
+    'l2_reg': np.full(n, 1e-3, np.float32),
+    'seed': np.arange(n, dtype=np.int32),
+  }
+  explore = pbt.Explore(
     fields=('learning_rate', 'l2_reg'),
     low=(0.01, 1e-4),
     high=(1.0, 1e-3),
     perturb=1.25,
     resample=0.5,
-    fraction=0.3,  # of 7 real members: 2
+    fraction=0.3,  # of 7 members: 2
   )
-  accuracy = np.array([0.5, 0.9, 0.3, 0.9, 0.7, 0.2, 0.95, 0.6], np.float32)
-  finite = np.array([True, True, True, True, False, True, True, True])
-  step = jax.jit(
-    lambda key: search.exploit_explore(
-      key,
-      state,
-      hparams_,
-      accuracy,
-      finite,
-      7,  # member 7 is padding
-      explore=explore,
-      state_axes=core.STATE_AXES,
-    )
-  )
+  accuracy = np.array([0.5, 0.9, 0.3, 0.9, 0.7, 0.2, 0.95], np.float32)
+  finite = np.array([True, True, True, True, False, True, True])
   top = {6, 1}  # 0.95, then 0.9 at the lower index
   for seed in range(20):
-    new_state, new_hparams, source = jax.device_get(step(jax.random.key(seed)))
-    # The two worst real members (the diverged 4, then 5), and the padding.
-    replaced = {4, 5, 7}
+    source, new = pbt.exploit_explore(
+      jax.random.key(seed), accuracy, finite, values, explore
+    )
+    # The two worst members: the diverged 4, then 5 (0.2).
+    replaced = {4, 5}
     assert {m for m in range(n) if source[m] != m} == replaced
     assert all(source[m] in top for m in replaced)
-    np.testing.assert_array_equal(new_state.params['W1'], state.params['W1'][source])
-    np.testing.assert_array_equal(new_state.train_loss, state.train_loss[source])
+    np.testing.assert_array_equal(new['seed'], values['seed'][source])  # copied
+    kept = [m for m in range(n) if m not in replaced]
     for i, name in enumerate(explore.fields):
-      new, old = getattr(new_hparams, name), getattr(hparams_, name)
-      kept = [m for m in range(n) if m not in replaced]
-      np.testing.assert_array_equal(new[kept], old[kept])
-      assert np.all(new >= np.float32(explore.low[i]))
-      assert np.all(new <= np.float32(explore.high[i]))
+      np.testing.assert_array_equal(new[name][kept], values[name][kept])
+      assert new[name].dtype == np.float32
+      assert np.all(new[name] >= np.float32(explore.low[i]))
+      assert np.all(new[name] <= np.float32(explore.high[i]))
 
 
 @pytest.fixture(scope='module')
