@@ -65,7 +65,7 @@ class Population:
   _programs: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    self.statics = statics(self.configs, self.dataset)
+    self.group_order = list(dict.fromkeys(shape_of(c) for c in self.configs))
     self.mesh = model_axis.model_mesh()
     self.device = model_axis.replicated_data(self.dataset, self.mesh)
 
@@ -84,7 +84,7 @@ class Chunk:
   """Trials that train together in one program: a job of the trainer."""
 
   job: str  # unique in the run: 'round R, chunk C'
-  key: tuple[int, int]  # the trials' (hidden_size, batch_size)
+  static: core.Static  # the program's shapes and choices
   trials: tuple[Trial, ...]
   size: int  # the program's model axis (the trials, padded)
 
@@ -122,7 +122,7 @@ class Best:
 
 
 def shape_of(config) -> tuple[int, int]:
-  """The fields that fix a program's array shapes."""
+  """The fields that fix a program's array shapes (of a config or a `Static`)."""
   return (config.hidden_size, config.batch_size)
 
 
@@ -224,29 +224,32 @@ def _drop(kept: dict, prefix: str) -> dict:
 def _chunks(number: int, round_: Round, population: Population) -> list[Chunk]:
   """The round's trials by shape group (in the order of the groups' first
   members), cut into chunks that fit and padded to the device count."""
-  groups: dict[tuple, list[Trial]] = {key: [] for key in population.statics}
+  groups: dict[tuple, list[Trial]] = {key: [] for key in population.group_order}
   for trial in round_.trials:
-    groups[shape_of(population.configs[trial.member])].append(trial)
+    groups.setdefault(shape_of(member_config(population, trial)), []).append(trial)
   num_devices = jax.device_count()
   chunks = []
-  for key, trials in groups.items():
+  for trials in groups.values():
     if not trials:
       continue
+    static = loop.static_for(
+      [member_config(population, t) for t in trials], population.dataset
+    )
     size = min(
-      population.models_per_chunk(population.statics[key]),
+      population.models_per_chunk(static),
       math.ceil(len(trials) / num_devices) * num_devices,
     )
     for start in range(0, len(trials), size):
       part = tuple(trials[start : start + size])
       if len({t.start is None for t in part}) > 1 or len({t.until for t in part}) > 1:
         raise ValueError(f'{round_.name}: a chunk mixes starts or ends: {part}')
-      chunks.append(Chunk(f'round {number}, chunk {len(chunks)}', key, part, size))
+      chunks.append(Chunk(f'round {number}, chunk {len(chunks)}', static, part, size))
   return chunks
 
 
 def _program(chunk: Chunk, values, axes, population: Population) -> loop.Program:
   """The chunk's compiled program, from the cache when one fits."""
-  static = population.statics[chunk.key]
+  static = chunk.static
   cache_key = (static, population.fields, chunk.size)
   program = population._programs.get(cache_key)
   if program is None:
@@ -411,11 +414,13 @@ def train_again(member: int, population: Population) -> dict:
   if job in trainer.finished:
     return {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
   config = population.configs[member]
-  key = shape_of(config)
-  static = population.statics[key]
-  sizes = [size for cached, _, size in population._programs if cached == static]
-  size = sizes[0] if sizes else jax.device_count()
-  chunk = Chunk(job, key, (Trial(member),), size)
+  # A program of its shape group, already compiled, serves (its padding unused).
+  cached = [k for k in population._programs if shape_of(k[0]) == shape_of(config)]
+  if cached:
+    static, _, size = cached[0]
+  else:
+    static, size = loop.static_for([config], population.dataset), jax.device_count()
+  chunk = Chunk(job, static, (Trial(member),), size)
   values, axes = hparams.stack([hparams.of_config(config)] * size, population.fields)
   values = model_axis.put_models(values, population.mesh, axes)
   program = _program(chunk, values, axes, population)
