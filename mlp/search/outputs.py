@@ -205,6 +205,9 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_: the summary so far (`summary`).
     events: the sweep's TensorBoard events if written as it trained, else
       `None`: an adaptive search's are written here.
+
+  Returns:
+    The summary, and the rows of `results.csv` (best first).
   """
   best_member, best_params = best
   results = sorted(
@@ -261,4 +264,4 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_['sweep_seconds'],
     summary_['compile_seconds'],
   )
-  return summary_
+  return summary_, table
