@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from configs import sweep as sweep_lib
-from mlp import grid, loop
+from mlp import loop
 from mlp.errors import UserError
 from mlp.modes import sweep, train
+from mlp.search import space
 from tests.conftest import (
   REPO,
   SWEEP,
@@ -91,7 +92,7 @@ def test_each_model_equals_its_run_alone(cli_sweep, tmp_path, mnist_loaded_once)
   for row in checked:
     point = {f: float(row[f]) for f in GRID}
     alone_dir = tmp_path / '_'.join(row[f] for f in GRID)
-    result = train.run(grid.model_config(config, point), str(alone_dir))
+    result = train.run(space.model_config(config, point), str(alone_dir))
     assert float(row['val_accuracy']) == pytest.approx(
       result['val_accuracy'], abs=1e-9
     ), row

@@ -11,9 +11,8 @@ import signal
 import numpy as np
 import pytest
 
-from mlp import grid
 from mlp.modes import sweep, train
-from mlp.search import budgets, pbt
+from mlp.search import budgets, pbt, space
 from tests.conftest import SWEEP, error_lines, run_main, start_main
 from tests.test_mode_sweep import sweep_config
 
@@ -146,7 +145,7 @@ def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded
   workdir, summary = halving_workdir
   best = summary['best']
   point = {f: best[f] for f in ('hidden_size', 'learning_rate', 'l2_reg')}
-  config = grid.model_config(sweep_config(**HALVING), point)
+  config = space.model_config(sweep_config(**HALVING), point)
   config.write_plots = False
   alone = train.run(config, str(tmp_path))
   assert alone['val_accuracy'] == best['val_accuracy']

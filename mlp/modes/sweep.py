@@ -10,8 +10,8 @@ checkpointed, so a killed search resumes where it stopped.
 
 import ml_collections
 
-from mlp import data, distributed, grid, report
-from mlp.search import api
+from mlp import data, distributed, report
+from mlp.search import api, space
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) -> dict:
@@ -30,7 +30,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, restart: bool = False) 
   Returns:
     The summary dict.
   """
-  grid.swept_values(config)  # a config without `sweep` is refused first
+  space.swept_values(config)  # a config without `sweep` is refused first
   if config.write_plots and distributed.is_writer():
     report.prefetch('mlp.sweep_plots')  # matplotlib: imported while the sweep runs
   dataset = data.from_config(config)

@@ -20,12 +20,12 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from mlp import checkpoint, distributed, grid, hparams, loop, model_axis, resources
+from mlp import checkpoint, distributed, hparams, loop, model_axis, resources
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.data import Dataset
 from mlp.progress import Progress
-from mlp.search import from_config, outputs, population
+from mlp.search import from_config, outputs, population, space
 
 OUTPUTS = (
   'results.csv',
@@ -131,7 +131,7 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
   members = outputs.members(rounds, configs, strategy)
   best_member, best_params = best.member, best.params
   chosen = results_lib.best_model(
-    members, results_lib.columns(grid.swept_values(config))
+    members, results_lib.columns(space.swept_values(config))
   )
   if chosen is not None and chosen.index != best.member:
     # Seeds are repeats: the best configuration (by its mean) is not the one
