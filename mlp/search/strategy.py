@@ -79,11 +79,13 @@ class Strategy:
       started from another member's state).
     schedule: hyperparameters whose values may change between rounds; the
       results record each member's value at every evaluation.
+    pick_rule: how the search's pick is chosen, for the results' caption.
   """
 
   name: str = ''
   columns: tuple[str, ...] = ()
   schedule: tuple[str, ...] = ()
+  pick_rule: str = 'the best val accuracy'
 
   def init(self) -> dict:
     """The state before the first round."""
