@@ -81,7 +81,7 @@ def test_repeats_get_an_aggregate_table_and_a_per_seed_one(tmp_path):
   assert (
     (tmp_path / 'results.md')
     .read_text()
-    .splitlines()[2]
+    .splitlines()[4]
     .startswith('| 8 | 0.3 | 0.0001 | 60 | 3 | 0.94 | 0.01 | 0.93 | 0.95 | 0.95 | 0 |')
   )
   assert (tmp_path / 'results_per_seed.md').is_file()
