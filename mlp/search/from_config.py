@@ -123,7 +123,6 @@ def _pbt(config, points: list[dict], configs: list, num_train: int):
   eval_every = configs[0].eval_every or max(num_train // configs[0].batch_size, 1)
   interval = config.pbt_interval or eval_every
   ends = [*range(interval, num_iters, interval), num_iters]
-  points = [{**p, **{n: configs[i][n] for n in names}} for i, p in enumerate(points)]
   return PopulationBasedTraining(points, ends, explore, config.seed)
 
 

@@ -260,6 +260,11 @@ def write(
 
         search_plots.write_search_plots(workdir)
     report.write_sweep_report(workdir)
+  return summary_, _print_top(results, swept, pick, summary_)
+
+
+def _print_top(results, swept, pick, summary_: dict) -> list[dict]:
+  """Prints the pick's caption and the table's top 10; returns all its rows."""
   header, table = results_lib.tables(results, swept, pick)['results']
   print(pick.caption())
   print(results_lib.markdown_table(header, table[:10]))
@@ -269,7 +274,7 @@ def write(
     summary_['sweep_seconds'],
     summary_['compile_seconds'],
   )
-  return summary_, table
+  return table
 
 
 def _best(workdir, dataset, results: list, best, swept: list) -> dict | None:
