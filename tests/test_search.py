@@ -11,11 +11,9 @@ import signal
 import numpy as np
 import pytest
 
-from mlp import grid
-from mlp.search import budgets, pbt
 from mlp.modes import sweep, train
-from mlp.step import core
-from tests.conftest import SWEEP, error_lines, make_hparams, run_main, start_main
+from mlp.search import budgets, pbt, space
+from tests.conftest import SWEEP, error_lines, run_main, start_main
 from tests.test_mode_sweep import sweep_config
 
 # With `pytest -n`, one worker runs this module: its searches run once.
@@ -147,7 +145,7 @@ def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded
   workdir, summary = halving_workdir
   best = summary['best']
   point = {f: best[f] for f in ('hidden_size', 'learning_rate', 'l2_reg')}
-  config = grid.model_config(sweep_config(**HALVING), point)
+  config = space.model_config(sweep_config(**HALVING), point)
   config.write_plots = False
   alone = train.run(config, str(tmp_path))
   assert alone['val_accuracy'] == best['val_accuracy']
@@ -158,16 +156,20 @@ def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded
 
 def test_halving_killed_in_a_later_rung_resumes_bitwise(halving_workdir, tmp_path):
   whole, _ = halving_workdir
-  # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, its
-  # state for the next rung, its record: 18 checkpoints. The 19th is the
-  # second rung's first chunk at step 40, trained from gathered survivors.
+  # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, then its
+  # record with its state for the next rung (the last chunk's record is the
+  # rung's, with the survivors' gathered states): 12 checkpoints. The 13th is
+  # the second rung's first chunk at step 40, trained from those states.
   args = [*command(HALVING), f'--workdir={tmp_path}']
-  killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '19'})
+  killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '13'})
   assert killed.returncode == -signal.SIGKILL
   assert not (tmp_path / 'results.csv').exists()
   resumed = run_main(*args)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Resuming from' in resumed.stderr and '6 rung job(s) done' in resumed.stderr
+  assert (
+    'Resuming from' in resumed.stderr
+    and '1 round(s) done, and 0 model(s) of the next' in resumed.stderr
+  )
   assert 'model-examples/s' in resumed.stderr
   for name in ('results.csv', 'curves.jsonl'):
     assert (tmp_path / name).read_text() == (whole / name).read_text()
@@ -303,8 +305,9 @@ def test_pbt_stopped_between_intervals_resumes_bitwise(
   pbt_workdir, tmp_path, monkeypatch, mnist_loaded_once, stop_after
 ):
   """Stopped in this process at a known checkpoint, then the same call
-  resumes: after the first interval's end (its exploit not yet recorded), or
-  after the second's (whose checkpoint carries the first one's record)."""
+  resumes: after the first interval's last evaluation (its exploit not yet
+  recorded), or after its record (the exploit's state, and the copies'
+  states gathered for the next interval)."""
   from mlp import checkpoint
 
   whole, _ = pbt_workdir
@@ -436,15 +439,16 @@ def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
   hyperband_workdir, tmp_path
 ):
   """Hyperband over 4 devices of 2 processes. Process 0 holds the workdir's
-  lock (seen while it is stopped after its 4th checkpoint). Process 1 dies
-  after its own 4th, in bracket 0's second rung, which trains the survivor
+  lock (seen while it is stopped after its 3rd checkpoint). Process 1 dies
+  after its own 3rd (rung 1's evaluation, then the rung's record; then step
+  40 of the second rung), which trains the survivor
   gathered across the processes; process 0, let go on, stops at its next
   collective with one line, not a traceback or an abort. The two resume, and
   the search keeps the same models with the same results as on one device."""
   survivor, dead = start_two(
     HYPERBAND,
     tmp_path,
-    envs=({'MLP_STOP_AFTER_CHECKPOINT': '4'}, {'MLP_KILL_AFTER_CHECKPOINT': '4'}),
+    envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}),
   )
   _, status = os.waitpid(survivor.pid, os.WUNTRACED)
   assert os.WIFSTOPPED(status)
@@ -463,8 +467,8 @@ def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
   assert not (tmp_path / 'results.csv').exists()
   stderr = finish(start_two(HYPERBAND, tmp_path))
   # Resumed at step 40 of bracket 0's second rung, its first rung done.
-  assert 'Resuming from' in stderr[0] and ': 1 rung job(s) done' in stderr[0]
-  rung_2 = 'bracket 0, rung 2/2, H 8, 1 models: step'
+  assert 'Resuming from' in stderr[0] and ': 1 round(s) done' in stderr[0]
+  rung_2 = 'bracket 0, rung 2/2, H 8, 1 model: step'
   assert f'{rung_2} 60/60' in stderr[0] and f'{rung_2} 40/60' not in stderr[0]
   assert json.loads((tmp_path / 'summary.json').read_text())['num_devices'] == 4
   assert_same_search(tmp_path, hyperband_workdir[0])

@@ -1,6 +1,6 @@
 """A sweep config's strategy and members: what `config.search` asks for.
 
-`config.sweep` gives the space (`mlp.grid.points`: a grid, or random draws);
+`config.sweep` gives the space (`space.points`: a grid, or random draws);
 `config.search` the strategy: 'grid' and 'random' (`grid.GridSearch`),
 'halving' (`halving.SuccessiveHalving` over the points), 'hyperband'
 (`hyperband.Hyperband`, as many random draws as its brackets start) or 'pbt'
@@ -10,9 +10,9 @@ anything is compiled or written.
 
 import ml_collections
 
-from mlp import grid, hparams
+from mlp import hparams
 from mlp.errors import UserError
-from mlp.search import budgets
+from mlp.search import budgets, space
 from mlp.search.grid import GridSearch
 from mlp.search.halving import SuccessiveHalving
 from mlp.search.hyperband import Hyperband
@@ -49,12 +49,12 @@ def strategy_and_members(
     strategy = Hyperband(config.min_iters, _max_iters(config), config.eta)
     draws = ml_collections.ConfigDict(config.to_dict())
     draws.num_samples = strategy.num_members
-    points = grid.points(draws)
+    points = space.points(draws)
   else:
     if name == 'halving':
       _check_rungs(config)
-    points = grid.points(config)
-  configs = [grid.model_config(config, p) for p in points]
+    points = space.points(config)
+  configs = [space.model_config(config, p) for p in points]
   if name in ADAPTIVE:
     for c in configs:  # the rungs stop a model; its schedule is the full run's
       c.num_iters = _max_iters(config)
@@ -79,7 +79,7 @@ def _check_rungs(config) -> None:
       f'config field min_iters={config.min_iters} is invalid: expected at most '
       f'max_iters={_max_iters(config)} (set it with --config.min_iters=VALUE)'
     )
-  if grid.swept_values(config).get('num_iters'):
+  if space.swept_values(config).get('num_iters'):
     raise UserError(
       f'config.sweep.num_iters cannot be swept with search={config.search}: the '
       "rungs set each model's steps (set --config.max_iters and --config.min_iters)"
@@ -88,20 +88,20 @@ def _check_rungs(config) -> None:
 
 def _pbt(config, points: list[dict], configs: list, num_train: int):
   """Population-based training's strategy, its exploration checked."""
-  swept = grid.swept_values(config)
+  swept = space.swept_values(config)
   for name in ('hidden_size', 'batch_size', 'num_iters'):
-    if len(set(swept.get(name, ()))) > 1:
+    if _several(swept.get(name, ())):
       raise UserError(
         f'config.sweep.{name} cannot take several values with search=pbt: its '
         'members copy each other, so they share shapes and training length'
       )
   floats = [f.name for f in hparams.PER_MODEL if f.dtype is float]
   names = tuple(config.get('pbt_explore', ())) or tuple(
-    f for f in swept if f in floats and len(set(swept[f])) > 1
+    f for f in swept if f in floats and _several(swept[f])
   )
   for name in names:
     values = swept.get(name, ())
-    if name not in floats or len(values) < 2 or min(values) <= 0:
+    if name not in floats or not _several(values) or space.bounds(values)[0] <= 0:
       raise UserError(
         f'config.pbt_explore names {name!r}: expected a per-model float field swept '
         f'over positive values ({", ".join(floats)}), whose range bounds the search'
@@ -109,12 +109,12 @@ def _pbt(config, points: list[dict], configs: list, num_train: int):
   if not names:
     raise UserError(
       'search=pbt needs a float field swept over a range to explore, e.g. '
-      "--config.sweep.learning_rate='(0.01, 1.0)'"
+      '--config.sweep.learning_rate="(\'log\', 0.01, 1.0)"'
     )
   explore = Explore(
     fields=names,
-    low=tuple(float(min(swept[n])) for n in names),
-    high=tuple(float(max(swept[n])) for n in names),
+    low=tuple(float(space.bounds(swept[n])[0]) for n in names),
+    high=tuple(float(space.bounds(swept[n])[1]) for n in names),
     perturb=float(config.pbt_perturb),
     resample=float(config.pbt_resample),
     fraction=float(config.pbt_fraction),
@@ -125,3 +125,8 @@ def _pbt(config, points: list[dict], configs: list, num_train: int):
   ends = [*range(interval, num_iters, interval), num_iters]
   points = [{**p, **{n: configs[i][n] for n in names}} for i, p in enumerate(points)]
   return PopulationBasedTraining(points, ends, explore, config.seed)
+
+
+def _several(field_space: tuple) -> bool:
+  """Whether a field's space holds more than one value."""
+  return space.is_range(field_space) or len(set(field_space)) > 1

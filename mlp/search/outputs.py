@@ -17,7 +17,6 @@ from absl import logging
 from mlp import (
   distributed,
   evaluation,
-  grid,
   hparams,
   provenance,
   report,
@@ -25,6 +24,7 @@ from mlp import (
 )
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
+from mlp.search import space
 from mlp.search.strategy import Strategy
 
 
@@ -136,7 +136,7 @@ def sweep_events(workdir, config, configs, fresh: bool):
   directory = workdir / tensorboard_events.DIRNAME
   if fresh:
     shutil.rmtree(directory, ignore_errors=True)
-  swept = grid.swept_values(config)
+  swept = space.swept_values(config)
   seeds = len(swept.get('seed', ())) > 1
   return tensorboard_events.SweepEvents(
     directory,
@@ -205,6 +205,9 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_: the summary so far (`summary`).
     events: the sweep's TensorBoard events if written as it trained, else
       `None`: an adaptive search's are written here.
+
+  Returns:
+    The summary, and the rows of `results.csv` (best first).
   """
   best_member, best_params = best
   results = sorted(
@@ -212,7 +215,7 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     key=lambda r: (r.diverged, -r.search.get('steps', 0), -r.val_accuracy, r.index),
   )
   summary_['num_diverged'] = sum(r.diverged for r in results)
-  swept = results_lib.columns(grid.swept_values(config))
+  swept = results_lib.columns(space.swept_values(config))
   adaptive = bool(results and results[0].search) or any(
     'copied_from' in r.history for r in results
   )
@@ -261,4 +264,4 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_['sweep_seconds'],
     summary_['compile_seconds'],
   )
-  return summary_
+  return summary_, table

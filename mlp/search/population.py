@@ -150,11 +150,14 @@ def run(strategy: Strategy, population: Population) -> tuple[dict, list[dict], B
     k.removeprefix('best/'): v for k, v in trainer.kept.items() if k.startswith('best/')
   } or None
   if trainer.resumed_from is not None:
+    in_progress = [
+      r for job, r in trainer.finished.items() if job not in (SEARCH, BEST)
+    ]
     logging.info(
-      'Resuming from %s: %d round(s) done, %d chunk(s) of the next.',
+      'Resuming from %s: %d round(s) done, and %d model(s) of the next.',
       trainer.resumed_from,
       len(rounds),
-      sum(1 for job in trainer.finished if job not in (SEARCH, BEST)),
+      sum(len(r['reports']) for r in in_progress),
     )
   num_iters = [c.num_iters for c in population.configs]
   batch = float(np.mean([c.batch_size for c in population.configs]))

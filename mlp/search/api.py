@@ -1,0 +1,164 @@
+"""The public search API: a search over a population of models, in one call.
+
+  from mlp import search
+
+  result = search.run(config, dataset, workdir)   # a sweep config, as --mode=sweep
+  result.table[0], result.best_params, result.members[3].history
+
+`run` is what `--mode=sweep` calls: the strategy of `config.search` over the
+members of `config.sweep` (`from_config`), trained by the population driver
+(`population`), then the workdir's files (`outputs`). It validates
+everything before it creates the workdir, takes the workdir's lock, and
+resumes from the workdir's checkpoint when it holds the same search.
+"""
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from mlp import checkpoint, distributed, hparams, loop, model_axis, resources
+from mlp import results as results_lib
+from mlp import workdir as workdir_lib
+from mlp.data import Dataset
+from mlp.progress import Progress
+from mlp.search import from_config, outputs, population, space
+
+OUTPUTS = (
+  'results.csv',
+  'results.md',
+  f'{results_lib.PER_SEED}.csv',
+  f'{results_lib.PER_SEED}.md',
+  'curves.jsonl',
+  'summary.json',
+  'best_params.npz',
+)
+
+
+@dataclasses.dataclass
+class Result:
+  """What a search leaves, besides its workdir's files.
+
+  Attributes:
+    table: the rows of `results.csv`, best first.
+    best_params: the picked model's params (host arrays), or `None` if every
+      model diverged.
+    members: each member's result (`outputs.ModelResult`: its config, its
+      evaluations, where it stopped, whom it copied), by member index.
+    summary: `summary.json`'s contents.
+    workdir: where the files are.
+  """
+
+  table: list[dict]
+  best_params: dict | None
+  members: list[outputs.ModelResult]
+  summary: dict
+  workdir: Path
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  dataset: Dataset,
+  workdir: str | Path,
+  restart: bool = False,
+) -> Result:
+  """Runs the search `config` describes on `dataset`, into `workdir`.
+
+  Args:
+    config: a sweep config (`configs/sweep.py`): the base training config,
+      `sweep` (the space) and `search` with its settings.
+    dataset: the data every member trains on.
+    workdir: the output directory (created).
+    restart: delete a previous search's outputs in `workdir` and start over.
+
+  Raises:
+    UserError: for a bad config, before anything is compiled or written.
+  """
+  strategy, configs = _checked(config, dataset)
+  workdir = workdir_lib.prepare(workdir)
+  with distributed.claim_workdir(workdir):
+    return _search(config, workdir, restart, strategy, configs, dataset)
+
+
+def _checked(config, dataset: Dataset):
+  """The strategy and members, every config checked, and memory for them."""
+  num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
+  strategy, configs = from_config.strategy_and_members(config, num_train)
+  for c in configs:
+    hparams.validate(c, num_train=num_train)
+  num_devices = jax.device_count()
+  for key, static in population.statics(configs, dataset).items():
+    resources.check(static, num_val, num_models=1)
+    model_axis.models_per_chunk(config, static, num_val, num_devices)
+    if strategy.name == 'pbt':  # the whole population is one program
+      members = sum(population.shape_of(c) == key for c in configs)
+      resources.check(
+        static,
+        num_val,
+        math.ceil(members / num_devices),
+        fix='lower the population (num_samples) or hidden_size',
+      )
+  return strategy, configs
+
+
+def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
+  # 1. Resume or start: the checkpoint decides.
+  resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
+  if distributed.is_writer():
+    workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+  progress = Progress(1, unit='model-examples')
+  trainer = loop.Trainer.of_run(workdir, config, progress)
+  trainer.resume_from(resume_from)
+  events = None
+  if not strategy.columns:  # sessions declare every column when they start
+    events = outputs.sweep_events(workdir, config, configs, resume_from is None)
+  pop = population.Population(
+    configs,
+    dataset,
+    _batched_fields(configs, strategy),
+    trainer,
+    models_per_chunk=lambda static: model_axis.models_per_chunk(
+      config, static, len(dataset.val_labels), jax.device_count()
+    ),
+    on_evaluation=None if events is None else events.evaluation,
+  )
+  # 2. Run the strategy to its end.
+  started = time.perf_counter()
+  state, rounds, best = population.run(strategy, pop)
+  members = outputs.members(rounds, configs, strategy)
+  best_member, best_params = best.member, best.params
+  chosen = results_lib.best_model(
+    members, results_lib.columns(space.swept_values(config))
+  )
+  if chosen is not None and chosen.index != best.member:
+    # Seeds are repeats: the best configuration (by its mean) is not the one
+    # of the best single model, so train its best seed again.
+    best_member, best_params = chosen.index, population.train_again(chosen.index, pop)
+  progress.close()
+  # 3. Write the tables, the summary, the plots and the report.
+  summary = outputs.summary(
+    len(configs),
+    {
+      **strategy.summary(state),
+      'model_steps': sum(r.history['step'][-1] for r in members),
+    },
+    time.perf_counter() - started,
+    pop.compile_seconds,
+    pop.model_examples,
+    pop.fields,
+    resume_from is not None,
+  )
+  summary, table = outputs.write(
+    config, workdir, dataset, members, (best_member, best_params), summary, events
+  )
+  return Result(table, best_params, members, summary, workdir)
+
+
+def _batched_fields(configs, strategy) -> tuple[str, ...]:
+  """Fields that vary anywhere in the search: stacked in every chunk, so that
+  the chunks of a shape group share one program."""
+  varying = set(hparams.varying([hparams.of_config(c) for c in configs]))
+  return tuple(n for n in hparams.NAMES if n in varying | set(strategy.schedule))
