@@ -115,6 +115,27 @@ def _mlp_predict(params, inputs, static):
 MLP = Model('mlp', _mlp_init, _mlp_loss, _mlp_accuracy, _mlp_predict)
 
 
+def flat(params) -> dict[str, Any]:
+  """The leaves of a params pytree by path, for `.npz` files and checkpoints.
+
+  A dict of arrays keeps its keys (`W1`, `b1`, ...); a nested pytree's paths
+  join with '/' (`params/Dense_0/kernel`, `layers/0/weight`).
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {_path(path): x for path, x in leaves}
+
+
+def unflat(arrays: dict, like):
+  """`flat`'s arrays back in the structure of `like` (params or their shapes)."""
+  paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+  return jax.tree.unflatten(treedef, [arrays[_path(path)] for path, _ in paths])
+
+
+def _path(path) -> str:
+  names = (getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path)
+  return '/'.join(str(n) for n in names)
+
+
 def default_hparams(model_: Model) -> hparams_lib.Hyperparams:
   """The declared defaults of the table and of `model_`'s own hyperparameters."""
   return hparams_lib.make(extra=model_.hyperparams)

@@ -20,10 +20,12 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from mlp import checkpoint, distributed, hparams, loop, model_axis, resources
+from mlp import checkpoint, distributed, hparams, loop, model_axis, models, resources
+from mlp import data as data_lib
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.data import Dataset
+from mlp.errors import UserError
 from mlp.progress import Progress
 from mlp.search import from_config, outputs, population, space
 
@@ -59,11 +61,63 @@ class Result:
   workdir: Path
 
 
+def search(
+  data: Dataset | tuple,
+  space: dict,
+  workdir: str | Path,
+  strategy: str = 'grid',
+  restart: bool = False,
+  model: models.Model = models.MLP,
+  **settings,
+) -> Result:
+  """Searches `space` with `strategy` for `model` on `data`, into `workdir`.
+
+  Args:
+    data: a `Dataset`, or arrays `(train_x, train_y, val_x, val_y, test_x,
+      test_y)`: inputs `(N, ...)` (uint8 pixels are scaled to [0, 1], floats
+      go in as they are), integer labels `(N,)` (`data.from_arrays`).
+    space: swept field -> its space (`mlp.search.space`: values, or a range).
+    workdir: the output directory.
+    strategy: 'grid', 'random', 'halving', 'hyperband' or 'pbt'.
+    restart: delete a previous search's outputs in `workdir` first.
+    model: the model every member is (`models.Model`; default the MLP).
+    **settings: any other field of `configs/sweep.py` (`num_iters`,
+      `batch_size`, `hidden_size`, `optimizer`, `num_samples`, `eta`,
+      `min_iters`, `max_iters`, ...).
+
+  Raises:
+    UserError: for a bad setting, space, model or data, before anything is
+      compiled or written.
+  """
+  from configs import sweep as sweep_config  # the fields and their defaults
+
+  config = sweep_config.get_config()
+  unknown = sorted(set(settings) - set(config) | set(space) - set(config.sweep))
+  if unknown:
+    raise UserError(
+      f'unknown field(s) {", ".join(unknown)}: see configs/sweep.py and '
+      'mlp/hparams.py for the fields a search takes'
+    )
+  config.update(settings, search=strategy)
+  config.write_plots = settings.get('write_plots', False)
+  for field in config.sweep:
+    config.sweep[field] = tuple(space.get(field, ()))
+  if not isinstance(data, Dataset):
+    if len(data) != 6:
+      raise UserError(
+        'data must be a Dataset or six arrays (train_x, train_y, val_x, val_y, '
+        f'test_x, test_y), got {len(data)}'
+      )
+    data = data_lib.from_arrays(tuple(data[0:2]), tuple(data[2:4]), tuple(data[4:6]))
+  return run(config, data, workdir, restart=restart, model=model)
+
+
 def run(
   config: ml_collections.ConfigDict,
   dataset: Dataset,
   workdir: str | Path,
   restart: bool = False,
+  model: models.Model = models.MLP,
 ) -> Result:
   """Runs the search `config` describes on `dataset`, into `workdir`.
 
@@ -73,24 +127,36 @@ def run(
     dataset: the data every member trains on.
     workdir: the output directory (created).
     restart: delete a previous search's outputs in `workdir` and start over.
+    model: the model every member is (`models.Model`; default the MLP).
 
   Raises:
-    UserError: for a bad config, before anything is compiled or written.
+    UserError: for a bad config or model, before anything is compiled or
+      written.
   """
-  strategy, configs = _checked(config, dataset)
+  strategy, configs = _checked(config, dataset, model)
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
-    return _search(config, workdir, restart, strategy, configs, dataset)
+    return _search(config, workdir, restart, strategy, configs, dataset, model)
 
 
-def _checked(config, dataset: Dataset):
-  """The strategy and members, every config checked, and memory for them."""
+def _checked(config, dataset: Dataset, model: models.Model):
+  """The strategy and members, every config checked, the model tried on
+  abstract values (`models.check`), and memory for them."""
   num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
   strategy, configs = from_config.strategy_and_members(config, num_train)
   for c in configs:
-    hparams.validate(c, num_train=num_train)
+    hparams.validate(c, num_train=num_train, extra=model.hyperparams)
+  groups = population.statics(configs, dataset, model)
+  models.check(
+    model,
+    [
+      (hparams.of_config(c, model.hyperparams), groups[population.shape_of(c)])
+      for c in configs
+    ],
+    dataset.train_images.shape[1:],
+  )
   num_devices = jax.device_count()
-  for key, static in population.statics(configs, dataset).items():
+  for key, static in groups.items():
     resources.check(static, num_val, num_models=1)
     model_axis.models_per_chunk(config, static, num_val, num_devices)
     if strategy.name == 'pbt':  # the whole population is one program
@@ -104,7 +170,7 @@ def _checked(config, dataset: Dataset):
   return strategy, configs
 
 
-def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
+def _search(config, workdir, restart, strategy, configs, dataset, model) -> Result:
   # 1. Resume or start: the checkpoint decides.
   resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
@@ -118,12 +184,13 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
   pop = population.Population(
     configs,
     dataset,
-    _batched_fields(configs, strategy),
+    _batched_fields(configs, strategy, model),
     trainer,
     models_per_chunk=lambda static: model_axis.models_per_chunk(
       config, static, len(dataset.val_labels), jax.device_count()
     ),
     on_evaluation=None if events is None else events.evaluation,
+    model=model,
   )
   # 2. Run the strategy to its end.
   started = time.perf_counter()
@@ -152,13 +219,21 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
     resume_from is not None,
   )
   summary, table = outputs.write(
-    config, workdir, dataset, members, (best_member, best_params), summary, events
+    config,
+    workdir,
+    dataset,
+    members,
+    (best_member, best_params),
+    summary,
+    events,
+    model=model,
   )
   return Result(table, best_params, members, summary, workdir)
 
 
-def _batched_fields(configs, strategy) -> tuple[str, ...]:
+def _batched_fields(configs, strategy, model) -> tuple[str, ...]:
   """Fields that vary anywhere in the search: stacked in every chunk, so that
   the chunks of a shape group share one program."""
-  varying = set(hparams.varying([hparams.of_config(c) for c in configs]))
-  return tuple(n for n in hparams.NAMES if n in varying | set(strategy.schedule))
+  one = [hparams.of_config(c, model.hyperparams) for c in configs]
+  varying = set(hparams.varying(one)) | set(strategy.schedule)
+  return tuple(n for n in hparams.names_of(one[0]) if n in varying)

@@ -18,6 +18,8 @@ from mlp import (
   distributed,
   evaluation,
   hparams,
+  loop,
+  models,
   provenance,
   report,
   tensorboard_events,
@@ -190,7 +192,16 @@ def _search_values(result: ModelResult) -> dict:
   return values
 
 
-def write(config, workdir, dataset, results, best, summary_: dict, events=None) -> dict:
+def write(
+  config,
+  workdir,
+  dataset,
+  results,
+  best,
+  summary_: dict,
+  events=None,
+  model: models.Model = models.MLP,
+) -> dict:
   """Writes the results table, the best model's params and the summary.
 
   Models that trained further rank first (an adaptive search's survivors),
@@ -205,6 +216,7 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_: the summary so far (`summary`).
     events: the sweep's TensorBoard events if written as it trained, else
       `None`: an adaptive search's are written here.
+    model: the model searched (`models.Model`).
 
   Returns:
     The summary, and the rows of `results.csv` (best first).
@@ -225,12 +237,10 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
       **{f: best_result.config[f] for f in swept},
       **_seed_statistics(best_result, results, swept),
       'val_accuracy': best_result.val_accuracy,
-      'test_accuracy': evaluation.split_accuracy(
-        best_params, dataset.test_images, dataset.test_labels
-      ),
+      'test_accuracy': _test_accuracy(best_params, dataset, model, best_result.config),
     }
     if distributed.is_writer():
-      workdir_lib.save_params(workdir / 'best_params.npz', best_params)
+      workdir_lib.save_params(workdir / 'best_params.npz', models.flat(best_params))
     best_events = (
       best_member,
       best_result.history['step'][-1],
@@ -265,3 +275,11 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_['compile_seconds'],
   )
   return summary_, table
+
+
+def _test_accuracy(params, dataset, model, config) -> float:
+  """The best model's accuracy on the test split, by its model."""
+  static = loop.static_for([config], dataset, model=model)
+  return evaluation.split_accuracy(
+    params, dataset.test_images, dataset.test_labels, model, static
+  )
