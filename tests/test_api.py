@@ -73,7 +73,7 @@ def test_a_halving_search_returns_its_table_best_params_and_members(tmp_path):
     ({'bogus': 3}, 'unknown field'),
     (
       {'data': synthetic()[:2] + (np.zeros((5, 12)), np.zeros(4)) + synthetic()[4:]},
-      'the val split has inputs of shape',
+      'the val split has 5 inputs but 4 labels',
     ),
     ({'strategy': 'grid', 'space': {'learning_rate': ('log', 0.1, 1.0)}}, 'is a range'),
   ],
@@ -92,7 +92,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, change, expec
 
 
 def test_a_checkpoint_of_another_search_is_refused(tmp_path):
-  from mlp import loop
+  from mlp import data, loop
   from mlp.progress import Progress
   from mlp.search import population
   from mlp.search.grid import GridSearch
@@ -101,7 +101,7 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path):
   trainer = loop.Trainer(tmp_path, 0, 1, Progress(1))
   trainer.finished = {population.SEARCH: {'fingerprint': {'name': 'pbt'}}}
   pop = population.Population(
-    [config], api.dataset_of(*synthetic()), ('learning_rate',), trainer, lambda s: 1
+    [config], data.from_arrays(*(synthetic()[i : i + 2] for i in (0, 2, 4))), ('learning_rate',), trainer, lambda s: 1
   )
   with pytest.raises(UserError, match=r'hold the state of another search \(pbt\)'):
     population.run(GridSearch(1), pop)

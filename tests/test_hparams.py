@@ -20,7 +20,7 @@ def test_every_declared_field_has_its_default_in_configs_default():
 
 
 def test_hyperparams_and_the_sweeps_fields_derive_from_the_table():
-  assert hparams.Hyperparams._fields == hparams.NAMES
+  assert hparams.Hyperparams._fields == (*hparams.NAMES, 'extra')
   assert tuple(f.name for f in hparams.PER_MODEL) == hparams.NAMES
   assert set(sweep.get_config().sweep) == set(hparams.SWEEPABLE)
   assert {'seed', 'num_iters', 'warmup_iters', 'hidden_size', 'batch_size'} == set(
@@ -45,7 +45,7 @@ def test_stack_batches_only_the_fields_that_differ():
   assert axes.learning_rate == 0 and axes.seed is None and axes.l2_reg is None
   np.testing.assert_allclose(values.learning_rate, [0.1, 0.2, 0.3])
   _, same = hparams.stack([hparams.make()] * 2)
-  assert [name for name, a in same._asdict().items() if a is not None] == [
+  assert [name for name in hparams.NAMES if getattr(same, name) is not None] == [
     'learning_rate'
   ]  # vmap needs one batched input
 

@@ -1,5 +1,5 @@
-"""The package's layers point down: modes, then search, then loop, then step,
-then model.
+"""The package's layers point down: modes, search, loop, step, models, then
+model.
 
 Read from the source's imports (`ast`), so a new import that points up, or a
 mode that imports another mode, fails here. And start-up stays cheap: what
@@ -17,7 +17,8 @@ from tests.conftest import REPO, child_env
 
 MLP = REPO / 'mlp'
 # Each layer may import the layers listed after it, never one before it.
-LAYERS = ('modes', 'search', 'loop', 'step', 'model')
+# `models` is the form any model takes for the engine; `model` is the MLP's math.
+LAYERS = ('modes', 'search', 'loop', 'step', 'models', 'model')
 # Helpers of several modes (accuracy over a split, the model axis, pictures and
 # tables of results) may also use the step and the model, but not the loop.
 HELPERS = (
@@ -89,6 +90,7 @@ def test_the_layers_are_where_the_design_says():
   assert {'mlp.step.core', 'mlp.step.blocked', 'mlp.step.tall', 'mlp.model'} <= set(
     MODULES
   )
+  assert 'mlp.models' in MODULES
 
 
 # What `main.py --mode=train` must not import before it uses it (a run with

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import numpy as np
 
-from mlp import checkpoint, distributed, hparams, loop, model_axis, resources
+from mlp import checkpoint, distributed, hparams, loop, model_axis, models, resources
+from mlp import data as data_lib
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.data import Dataset
@@ -72,23 +72,27 @@ def search(
   workdir: str | Path,
   strategy: str = 'grid',
   restart: bool = False,
+  model: models.Model = models.MLP,
   **settings,
 ) -> Result:
-  """Searches `space` with `strategy` on `data`, into `workdir`.
+  """Searches `space` with `strategy` for `model` on `data`, into `workdir`.
 
   Args:
     data: a `Dataset`, or arrays `(train_x, train_y, val_x, val_y, test_x,
-      test_y)`: inputs `(N, D)` (uint8 pixels are scaled to [0, 1]), integer
-      labels `(N,)`.
+      test_y)`: inputs `(N, ...)` (uint8 pixels are scaled to [0, 1], floats
+      go in as they are), integer labels `(N,)` (`data.from_arrays`).
     space: swept field -> its space (`mlp.search.space`: values, or a range).
     workdir: the output directory.
     strategy: 'grid', 'random', 'halving', 'hyperband' or 'pbt'.
     restart: delete a previous search's outputs in `workdir` first.
+    model: the model every member is (`models.Model`; default the MLP).
     **settings: any other field of `configs/sweep.py` (`num_iters`,
-      `batch_size`, `num_samples`, `eta`, `min_iters`, `max_iters`, ...).
+      `batch_size`, `hidden_size`, `optimizer`, `num_samples`, `eta`,
+      `min_iters`, `max_iters`, ...).
 
   Raises:
-    UserError: for a bad setting or space, or data that does not fit.
+    UserError: for a bad setting, space, model or data, before anything is
+      compiled or written.
   """
   from configs import sweep as sweep_config  # the fields and their defaults
 
@@ -99,37 +103,18 @@ def search(
       f'unknown field(s) {", ".join(unknown)}: see configs/sweep.py and '
       'mlp/hparams.py for the fields a search takes'
     )
-  config.update(
-    settings, search=strategy, write_plots=settings.get('write_plots', False)
-  )
-  for field in config.sweep:  # the space replaces the course's
+  config.update(settings, search=strategy)
+  config.write_plots = settings.get('write_plots', False)
+  for field in config.sweep:
     config.sweep[field] = tuple(space.get(field, ()))
-  dataset = data if isinstance(data, Dataset) else dataset_of(*data)
-  return run(config, dataset, workdir, restart=restart)
-
-
-def dataset_of(train_x, train_y, val_x, val_y, test_x, test_y) -> Dataset:
-  """A `Dataset` of host arrays, checked: inputs `(N, D)`, labels `(N,)`."""
-  splits = {
-    'train': (train_x, train_y),
-    'val': (val_x, val_y),
-    'test': (test_x, test_y),
-  }
-  arrays = {}
-  for name, (x, y) in splits.items():
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not len(y):
+  if not isinstance(data, Dataset):
+    if len(data) != 6:
       raise UserError(
-        f'the {name} split has inputs of shape {x.shape} and labels of shape '
-        f'{y.shape}: expected (N, D) inputs and (N,) labels, N > 0 the same'
+        'data must be a Dataset or six arrays (train_x, train_y, val_x, val_y, '
+        f'test_x, test_y), got {len(data)}'
       )
-    arrays[name] = (x, y.astype(np.int32))
-  side = int(round(math.sqrt(arrays['train'][0].shape[1])))
-  return Dataset(
-    *(a for pair in arrays.values() for a in pair),
-    num_classes=int(max(y.max() for _, y in arrays.values())) + 1,
-    image_shape=(side, side),
-  )
+    data = data_lib.from_arrays(tuple(data[0:2]), tuple(data[2:4]), tuple(data[4:6]))
+  return run(config, data, workdir, restart=restart, model=model)
 
 
 def run(
@@ -137,6 +122,7 @@ def run(
   dataset: Dataset,
   workdir: str | Path,
   restart: bool = False,
+  model: models.Model = models.MLP,
 ) -> Result:
   """Runs the search `config` describes on `dataset`, into `workdir`.
 
@@ -146,24 +132,36 @@ def run(
     dataset: the data every member trains on.
     workdir: the output directory (created).
     restart: delete a previous search's outputs in `workdir` and start over.
+    model: the model every member is (`models.Model`; default the MLP).
 
   Raises:
-    UserError: for a bad config, before anything is compiled or written.
+    UserError: for a bad config or model, before anything is compiled or
+      written.
   """
-  strategy, configs = _checked(config, dataset)
+  strategy, configs = _checked(config, dataset, model)
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
-    return _search(config, workdir, restart, strategy, configs, dataset)
+    return _search(config, workdir, restart, strategy, configs, dataset, model)
 
 
-def _checked(config, dataset: Dataset):
-  """The strategy and members, every config checked, and memory for them."""
+def _checked(config, dataset: Dataset, model: models.Model):
+  """The strategy and members, every config checked, the model tried on
+  abstract values (`models.check`), and memory for them."""
   num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
   strategy, configs = from_config.strategy_and_members(config, num_train)
   for c in configs:
-    hparams.validate(c, num_train=num_train)
+    hparams.validate(c, num_train=num_train, extra=model.hyperparams)
+  groups = population.statics(configs, dataset, model)
+  models.check(
+    model,
+    [
+      (hparams.of_config(c, model.hyperparams), groups[population.shape_of(c)])
+      for c in configs
+    ],
+    dataset.train_images.shape[1:],
+  )
   num_devices = jax.device_count()
-  for key, static in population.statics(configs, dataset).items():
+  for key, static in groups.items():
     resources.check(static, num_val, num_models=1)
     model_axis.models_per_chunk(config, static, num_val, num_devices)
     if strategy.name == 'pbt':  # the whole population is one program
@@ -177,7 +175,7 @@ def _checked(config, dataset: Dataset):
   return strategy, configs
 
 
-def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
+def _search(config, workdir, restart, strategy, configs, dataset, model) -> Result:
   # 1. Resume or start: the checkpoint decides.
   resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
@@ -191,12 +189,13 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
   pop = population.Population(
     configs,
     dataset,
-    _batched_fields(configs, strategy),
+    _batched_fields(configs, strategy, model),
     trainer,
     models_per_chunk=lambda static: model_axis.models_per_chunk(
       config, static, len(dataset.val_labels), jax.device_count()
     ),
     on_evaluation=None if events is None else events.evaluation,
+    model=model,
   )
   # 2. Run the strategy to its end.
   started = time.perf_counter()
@@ -234,12 +233,14 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
     summary,
     strategy,
     events,
+    model=model,
   )
   return Result(table, best_params, members, summary, workdir)
 
 
-def _batched_fields(configs, strategy) -> tuple[str, ...]:
+def _batched_fields(configs, strategy, model) -> tuple[str, ...]:
   """Fields that vary anywhere in the search: stacked in every chunk, so that
   the chunks of a shape group share one program."""
-  varying = set(hparams.varying([hparams.of_config(c) for c in configs]))
-  return tuple(n for n in hparams.NAMES if n in varying | set(strategy.schedule))
+  one = [hparams.of_config(c, model.hyperparams) for c in configs]
+  varying = set(hparams.varying(one)) | set(strategy.schedule)
+  return tuple(n for n in hparams.names_of(one[0]) if n in varying)

@@ -18,6 +18,8 @@ from mlp import (
   distributed,
   evaluation,
   hparams,
+  loop,
+  models,
   provenance,
   report,
   tensorboard_events,
@@ -211,6 +213,7 @@ def write(
   summary_: dict,
   strategy: Strategy,
   events=None,
+  model: models.Model = models.MLP,
 ) -> tuple[dict, list[dict]]:
   """Writes the results tables, the best model's params and the summary, the
   TensorBoard sessions' ends, the plots and the report.
@@ -228,6 +231,7 @@ def write(
     strategy: the search's strategy (its pick's rule, whether it is adaptive).
     events: the sweep's TensorBoard events if written as it trained, else
       `None`: an adaptive search's are written here.
+    model: the model searched (`models.Model`).
 
   Returns:
     The summary, and the rows of `results.csv` (best first).
@@ -239,7 +243,7 @@ def write(
   if results_lib.has_repeats(results, swept):
     rule = 'the best mean val accuracy over the seeds, then its best seed'
   pick = results_lib.Pick(best[0], rule)
-  summary_['best'] = _best(workdir, dataset, results, best, swept)
+  summary_['best'] = _best(workdir, dataset, results, best, swept, model)
   if events is None and strategy.columns:
     events = _search_events(workdir, results)
   if events is not None:
@@ -277,7 +281,7 @@ def _print_top(results, swept, pick, summary_: dict) -> list[dict]:
   return table
 
 
-def _best(workdir, dataset, results: list, best, swept: list) -> dict | None:
+def _best(workdir, dataset, results: list, best, swept: list, model) -> dict | None:
   """The summary's `best`: the pick's fields, val accuracy, steps and test
   accuracy (the only test accuracy a search computes); its params are
   written to `best_params.npz`. `None` if every model diverged."""
@@ -287,13 +291,14 @@ def _best(workdir, dataset, results: list, best, swept: list) -> dict | None:
     return None
   picked = next(r for r in results if r.index == member)
   if distributed.is_writer():
-    workdir_lib.save_params(workdir / 'best_params.npz', params)
+    workdir_lib.save_params(workdir / 'best_params.npz', models.flat(params))
+  static = loop.static_for([picked.config], dataset, model=model)
   return {
     **{f: picked.config[f] for f in swept},
     **_seed_statistics(picked, results, swept),
     'val_accuracy': picked.val_accuracy,
     'steps': picked.history['step'][-1],
     'test_accuracy': evaluation.split_accuracy(
-      params, dataset.test_images, dataset.test_labels
+      params, dataset.test_images, dataset.test_labels, model, static
     ),
   }

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlp import distributed, hparams, loop, model_axis
+from mlp import distributed, hparams, loop, model_axis, models
 from mlp.data import Dataset
 from mlp.errors import UserError
 from mlp.search.strategy import Report, Round, Strategy, Trial
@@ -52,6 +52,7 @@ class Population:
     models_per_chunk: the most models one program trains at once.
     on_evaluation: called with a chunk's members and each evaluation's
       metrics (host values, model axis first).
+    model: the model every member is (`models.Model`).
   """
 
   configs: list[ml_collections.ConfigDict]
@@ -60,6 +61,7 @@ class Population:
   trainer: loop.Trainer
   models_per_chunk: Callable[[core.Static], int]
   on_evaluation: Callable[[list[int], dict], None] | None = None
+  model: models.Model = models.MLP
   compile_seconds: float = 0.0  # compiling, in this process
   model_examples: float = 0.0  # trained, for the rate
   # Compiled programs by (static, batched fields, chunk size): one compile a
@@ -72,13 +74,17 @@ class Population:
     self.device = model_axis.replicated_data(self.dataset, self.mesh)
 
 
-def statics(configs: list, dataset: Dataset) -> dict[tuple[int, int], core.Static]:
+def statics(
+  configs: list, dataset: Dataset, model: models.Model = models.MLP
+) -> dict[tuple[int, int], core.Static]:
   """Each shape group's program (`loop.static_for` of all its members), in
   the order of the groups' first members."""
   groups: dict[tuple[int, int], list] = {}
   for config in configs:
     groups.setdefault(shape_of(config), []).append(config)
-  return {key: loop.static_for(group, dataset) for key, group in groups.items()}
+  return {
+    key: loop.static_for(group, dataset, model=model) for key, group in groups.items()
+  }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +126,7 @@ class Best:
     return {'member': self.member, 'val_accuracy': self.val_accuracy}
 
   def kept(self) -> dict:
-    return {f'best/{k}': v for k, v in (self.params or {}).items()}
+    return {f'best/{k}': v for k, v in models.flat(self.params or {}).items()}
 
 
 def shape_of(config) -> tuple[int, int]:
@@ -140,7 +146,7 @@ def run(strategy: Strategy, population: Population) -> tuple[dict, list[dict], B
   trainer = population.trainer
   # 1. Where the search stands: the checkpoint's record, else the start.
   fingerprint = _json(strategy.fingerprint())
-  state, rounds, best = _restore(strategy, trainer, fingerprint)
+  state, rounds, best = _restore(strategy, population, fingerprint)
   num_iters = [c.num_iters for c in population.configs]
   batch = float(np.mean([c.batch_size for c in population.configs]))
   round_ = strategy.ask(state)
@@ -177,9 +183,10 @@ def run(strategy: Strategy, population: Population) -> tuple[dict, list[dict], B
   return state, rounds, best
 
 
-def _restore(strategy: Strategy, trainer: loop.Trainer, fingerprint: dict):
+def _restore(strategy: Strategy, population: Population, fingerprint: dict):
   """The search's state, its rounds done and its best model, from the
   checkpoint the trainer resumed from, else the strategy's start."""
+  trainer = population.trainer
   saved = trainer.finished.get(SEARCH)
   if saved is not None and saved['fingerprint'] != fingerprint:
     raise UserError(
@@ -188,9 +195,7 @@ def _restore(strategy: Strategy, trainer: loop.Trainer, fingerprint: dict):
     )
   state, rounds = (saved['state'], saved['rounds']) if saved else (strategy.init(), [])
   best = Best(**trainer.finished.get(BEST, {}))
-  best.params = {
-    k.removeprefix('best/'): v for k, v in trainer.kept.items() if k.startswith('best/')
-  } or None
+  best.params = _kept_params(population, best.member)
   if trainer.resumed_from is not None:
     in_progress = [
       r for job, r in trainer.finished.items() if job not in (SEARCH, BEST)
@@ -257,7 +262,9 @@ def _chunks(number: int, round_: Round, population: Population) -> list[Chunk]:
     if not trials:
       continue
     static = loop.static_for(
-      [member_config(population, t) for t in trials], population.dataset
+      [member_config(population, t) for t in trials],
+      population.dataset,
+      model=population.model,
     )
     size = min(
       population.models_per_chunk(static),
@@ -303,7 +310,10 @@ def _train(chunk: Chunk, round_: Round, rounds: list, population: Population, be
   trainer = population.trainer
   padded = chunk.padded
   values, axes = hparams.stack(
-    [hparams.of_config(member_config(population, t)) for t in padded],
+    [
+      hparams.of_config(member_config(population, t), population.model.hyperparams)
+      for t in padded
+    ],
     population.fields,
   )
   values = model_axis.put_models(values, population.mesh, axes)
@@ -450,16 +460,18 @@ def train_again(member: int, population: Population) -> dict:
   trainer = population.trainer
   job = f'member {member} again'
   if job in trainer.finished:
-    return {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
+    return _kept_params(population, member)
   config = population.configs[member]
   # A program of its shape group, already compiled, serves (its padding unused).
   cached = [k for k in population.programs if shape_of(k[0]) == shape_of(config)]
   if cached:
     static, _, size = cached[0]
   else:
-    static, size = loop.static_for([config], population.dataset), jax.device_count()
+    static = loop.static_for([config], population.dataset, model=population.model)
+    size = jax.device_count()
   chunk = Chunk(job, static, (Trial(member),), size)
-  values, axes = hparams.stack([hparams.of_config(config)] * size, population.fields)
+  one = hparams.of_config(config, population.model.hyperparams)
+  values, axes = hparams.stack([one] * size, population.fields)
   values = model_axis.put_models(values, population.mesh, axes)
   program = _program(chunk, values, axes, population)
   outcome = trainer.train(
@@ -471,5 +483,21 @@ def train_again(member: int, population: Population) -> dict:
     num_models=0,
   )
   params = distributed.to_host(jax.tree.map(lambda x: x[0], outcome.state.params))
-  trainer.finish(job, {}, kept={f'best/{k}': v for k, v in params.items()})
+  trainer.finish(job, {}, kept={f'best/{k}': v for k, v in models.flat(params).items()})
   return params
+
+
+def _kept_params(population: Population, member: int | None):
+  """The best params kept in the trainer's checkpoint, in the model's own
+  pytree (that of `member`'s init), or `None`."""
+  arrays = {
+    k.removeprefix('best/'): v
+    for k, v in population.trainer.kept.items()
+    if k.startswith('best/')
+  }
+  if not arrays or member is None:
+    return None
+  config = population.configs[member]
+  static = loop.static_for([config], population.dataset, model=population.model)
+  one = hparams.of_config(config, population.model.hyperparams)
+  return models.unflat(arrays, models.init_shapes(population.model, one, static))
