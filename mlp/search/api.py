@@ -27,6 +27,7 @@ from mlp.data import Dataset
 from mlp.progress import Progress
 from mlp.search import from_config, outputs, population, space
 
+STUDY = 'optuna.db'  # a proposer's Optuna study (SQLite)
 OUTPUTS = (
   'results.csv',
   'results.md',
@@ -35,6 +36,7 @@ OUTPUTS = (
   'curves.jsonl',
   'summary.json',
   'best_params.npz',
+  STUDY,
 )
 
 
@@ -77,16 +79,20 @@ def run(
   Raises:
     UserError: for a bad config, before anything is compiled or written.
   """
-  strategy, configs = _checked(config, dataset)
+  # Process 0 keeps a proposer's study in the workdir, the others in memory.
+  study = f'sqlite:///{Path(workdir).absolute() / STUDY}'
+  strategy, configs = _checked(
+    config, dataset, study if distributed.is_writer() else None
+  )
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
     return _search(config, workdir, restart, strategy, configs, dataset)
 
 
-def _checked(config, dataset: Dataset):
+def _checked(config, dataset: Dataset, study: str | None):
   """The strategy and members, every config checked, and memory for them."""
   num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
-  strategy, configs = from_config.strategy_and_members(config, num_train)
+  strategy, configs = from_config.strategy_and_members(config, num_train, study)
   for c in configs:
     hparams.validate(c, num_train=num_train)
   num_devices = jax.device_count()
@@ -161,4 +167,5 @@ def _batched_fields(configs, strategy) -> tuple[str, ...]:
   """Fields that vary anywhere in the search: stacked in every chunk, so that
   the chunks of a shape group share one program."""
   varying = set(hparams.varying([hparams.of_config(c) for c in configs]))
-  return tuple(n for n in hparams.NAMES if n in varying | set(strategy.schedule))
+  varying |= set(strategy.schedule) | set(strategy.proposes)
+  return tuple(n for n in hparams.NAMES if n in varying)
