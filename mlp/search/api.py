@@ -136,10 +136,11 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
   state, rounds, best = population.run(strategy, pop)
   members = outputs.members(rounds, configs, strategy)
   best_member, best_params = best.member, best.params
-  chosen = results_lib.best_model(
-    members, results_lib.columns(space.swept_values(config))
-  )
-  if chosen is not None and chosen.index != best.member:
+  swept = results_lib.columns(space.swept_values(config))
+  chosen = results_lib.best_model(members, swept)
+  # One seed: the driver's pick stands (an adaptive search's, among finishers).
+  repeats = results_lib.has_repeats(members, swept)
+  if chosen is not None and chosen.index != best.member and repeats:
     # Seeds are repeats: the best configuration (by its mean) is not the one
     # of the best single model, so train its best seed again.
     best_member, best_params = chosen.index, population.train_again(chosen.index, pop)
