@@ -15,7 +15,7 @@ import pytest
 optuna = pytest.importorskip('optuna', reason='search=tpe needs Optuna')
 
 from mlp.errors import UserError  # noqa: E402
-from mlp.search import budgets, from_config  # noqa: E402
+from mlp.search import budgets, from_config, space  # noqa: E402
 from mlp.search.proposer import Proposer  # noqa: E402
 from mlp.search.strategy import Report  # noqa: E402
 from tests.test_mode_sweep import sweep_config  # noqa: E402
@@ -310,3 +310,18 @@ def test_a_tpe_sweep_stopped_after_a_tell_resumes_bitwise(
   assert [(t.params, t.state, t.intermediate_values, t.value) for t in resumed] == [
     (t.params, t.state, t.intermediate_values, t.value) for t in uninterrupted
   ]
+
+
+def test_configs_tpe_has_halvings_space_and_budget():
+  from configs import halving, tpe
+
+  strategy, members = from_config.strategy_and_members(tpe.get_config(), 55000)
+  assert len(members) == 128 and strategy.num_batches == 4 and strategy.batch == 32
+  assert strategy.ends == budgets.rungs(125, 2000, 4) == [125, 500, 2000]
+  assert set(strategy.proposes) == set(space.swept_values(halving.get_config()))
+  # The same model-steps as halving's 128 models: 32 -> 8 -> 2 in each batch.
+  assert (
+    strategy.remaining_steps({'batch': 0, 'rung': 0, 'alive': list(range(32))}, [])
+    == 4 * (32 * 125 + 8 * 375 + 2 * 1500)
+    == 128 * 125 + 32 * 375 + 8 * 1500
+  )
