@@ -122,6 +122,7 @@ def test_each_batch_runs_the_rungs_and_keeps_the_top_k():
   assert proposer().remaining_steps(proposer().init(), []) == steps
   summary = strategy.summary(state)
   assert [b['rung_sizes'] for b in summary['batches']] == [[5, 1, 1]] * 2 + [[2, 1, 1]]
+  assert [b['models'] for b in summary['batches']] == [[0, 5], [5, 10], [10, 12]]
   assert summary['study'] == {'name': 'search', 'complete': 3, 'pruned': 9}
   assert budgets.rung_sizes(5, 3, 3) == [5, 1, 1]
 
@@ -267,6 +268,16 @@ def test_a_tpe_sweep_keeps_its_study_in_the_workdir(tpe_workdir):
     assert trial.state.name == ('COMPLETE' if row['steps'] == '60' else 'PRUNED')
   assert study.best_value == summary['best']['val_accuracy']
   assert summary['study'] == {'name': 'search', 'complete': 2, 'pruned': 2}
+
+
+@pytest.mark.xdist_group('search')
+def test_a_tpe_sweeps_plot_has_a_panel_per_batch(tpe_workdir):
+  from mlp import search_plots
+
+  workdir, summary = tpe_workdir
+  assert [b['models'] for b in summary['batches']] == [[0, 2], [2, 4]]
+  (path,) = search_plots.write_search_plots(workdir)
+  assert path == workdir / 'plots' / 'search.png' and path.stat().st_size > 10_000
 
 
 @pytest.mark.xdist_group('search')

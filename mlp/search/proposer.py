@@ -187,8 +187,8 @@ class Proposer(Strategy):
     return steps
 
   def summary(self, state: dict) -> dict:
-    batches = [
-      {'members': [b[0], b[-1] + 1], 'rung_sizes': sizes}
+    batches = [  # as Hyperband's brackets: each batch is a halving of its own
+      {'rungs': self.ends, 'rung_sizes': sizes, 'models': [b[0], b[-1] + 1]}
       for b, sizes in zip(
         (self._batch(n) for n in range(self.num_batches)),
         state['trained'],
@@ -308,7 +308,7 @@ def _storage(storage):
     ) from None
   if rdb.engine.dialect.name == 'sqlite':
     # The study mirrors the strategy's state, which rebuilds it when it lags,
-    # so its ~20 commits a trial need not wait for the disk (3x faster). A
+    # so its ~20 commits a trial need not wait for the disk. A
     # killed process loses nothing; an OS crash may damage the file (the
     # error above says what to do).
     sqlalchemy.event.listen(rdb.engine, 'connect', _without_sync)
