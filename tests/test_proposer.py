@@ -155,14 +155,14 @@ def test_the_study_in_sqlite_holds_every_rung_and_how_it_ended(tmp_path):
   storage = f'sqlite:///{tmp_path / "optuna.db"}'
   # The second batch modelled on the first, read back from the file: as
   # from memory (where the other processes of a search keep theirs).
-  strategy = proposer(storage=storage, num_samples=6, batch=3, startup=3)
+  strategy = proposer(storage=storage, num_samples=4, batch=2, startup=2)
   rounds, state = drive(strategy)
-  assert rounds == drive(proposer(num_samples=6, batch=3, startup=3))[0]
-  assert points(rounds)[3] != points(drive(proposer(num_samples=6, batch=3))[0])[3]
+  assert rounds == drive(proposer(num_samples=4, batch=2, startup=2))[0]
+  assert points(rounds)[2] != points(drive(proposer(num_samples=4, batch=2))[0])[2]
   study = optuna.load_study(study_name='search', storage=storage)
   assert study.direction == optuna.study.StudyDirection.MAXIMIZE
   trials = study.get_trials()
-  assert [t.number for t in trials] == list(range(6))
+  assert [t.number for t in trials] == list(range(4))
   reported = {}
   for r in rounds:
     for t in r.trials:
@@ -188,6 +188,13 @@ def test_a_diverged_member_is_pruned_and_a_value_less_one_fails():
   study = optuna.load_study(study_name='search', storage=storage)
   assert [t.state.name for t in study.trials] == ['PRUNED', 'FAIL', 'RUNNING']
   assert [t.intermediate_values for t in study.trials] == [{10: 0.5}, {}, {10: 0.4}]
+
+
+def test_a_damaged_study_file_is_one_clear_error(tmp_path):
+  (tmp_path / 'optuna.db').write_text('not a database')
+  strategy = proposer(storage=f'sqlite:///{tmp_path / "optuna.db"}')
+  with pytest.raises(UserError, match='cannot be read .* delete the file'):
+    strategy.init()
 
 
 TPE = {

@@ -299,25 +299,30 @@ def _storage(storage):
     return storage
   import sqlalchemy
 
+  url = sqlalchemy.engine.make_url(storage)
+  engine = {}
+  if url.get_backend_name() == 'sqlite' and url.database:
+    # The study mirrors the strategy's state, which rebuilds it when it lags,
+    # so its commits (about 20 a trial) need not wait for the disk. A killed
+    # process loses nothing; an OS crash may damage the file (then the error
+    # below says what to do).
+    engine = {'creator': lambda: _unsynced(url.database)}
   try:
-    rdb = optuna.storages.RDBStorage(storage)
+    return optuna.storages.RDBStorage(storage, engine_kwargs=engine)
   except sqlalchemy.exc.DatabaseError as e:
     raise UserError(
       f'the Optuna study {storage} cannot be read ({e.orig}): delete the file, '
       'and the search rebuilds its study from the checkpoint'
     ) from None
-  if rdb.engine.dialect.name == 'sqlite':
-    # The study mirrors the strategy's state, which rebuilds it when it lags,
-    # so its ~20 commits a trial need not wait for the disk. A
-    # killed process loses nothing; an OS crash may damage the file (the
-    # error above says what to do).
-    sqlalchemy.event.listen(rdb.engine, 'connect', _without_sync)
-    rdb.engine.dispose()  # connections made from now on
-  return rdb
 
 
-def _without_sync(connection, record) -> None:
+def _unsynced(path: str):
+  """A SQLite connection that hands its writes to the OS without syncing."""
+  import sqlite3
+
+  connection = sqlite3.connect(path, check_same_thread=False)
   connection.execute('PRAGMA synchronous=OFF')
+  return connection
 
 
 def _plain(value):
