@@ -118,15 +118,22 @@ def test_results_files_follow_the_contract(cli_sweep):
     'train_accuracy',
     'final_loss',
     'diverged',
+    'steps',
+    'picked',
   ]
   accuracies = [float(r['val_accuracy']) for r in rows]
   assert accuracies == sorted(accuracies, reverse=True)
+  assert {r['steps'] for r in rows} == {'60'}
+  assert [r['picked'] for r in rows] == ['True'] + ['False'] * 7
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['num_models'] == 8
   assert summary['best']['val_accuracy'] == accuracies[0]
   assert 0 < summary['best']['test_accuracy'] <= 1
   assert {'sweep_seconds', 'compile_seconds'} <= set(summary)
-  assert (workdir / 'results.md').read_text().startswith('| hidden_size |')
+  caption, _, table = (workdir / 'results.md').read_text().split('\n', 2)
+  assert caption.startswith('Picked (`picked` = yes): model ')
+  assert caption.endswith(', by the best val accuracy.')
+  assert table.startswith('| hidden_size |')
   curves = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
   assert len(curves) == 8 and curves[0]['curves']['step'] == [20, 40, 60]
   assert len(curves[0]['curves']['val_accuracy']) == 3

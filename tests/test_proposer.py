@@ -94,21 +94,22 @@ def test_each_batch_runs_the_rungs_and_keeps_the_top_k():
   best = lambda t: t.member == 1  # noqa: E731 -- the first batch's diverged member
   rounds, state = drive(strategy, diverged=best)
   assert [(r.info['batch'], r.info['rung'], len(r.trials)) for r in rounds] == [
-    (0, 0, 5),
-    (0, 1, 1),
+    (0, 1, 5),
     (0, 2, 1),
-    (1, 0, 5),
-    (1, 1, 1),
+    (0, 3, 1),
+    (1, 1, 5),
     (1, 2, 1),
-    (2, 0, 2),
-    (2, 1, 1),
+    (1, 3, 1),
+    (2, 1, 2),
     (2, 2, 1),
+    (2, 3, 1),
   ]
+  assert rounds[4].name == 'batch 1, rung 2/3'  # rungs from 1, as the logs
   assert [r.trials[0].until for r in rounds] == [10, 30, 90] * 3
   assert [r.final for r in rounds] == [False, False, True] * 3
   assert [t.member for t in rounds[3].trials] == [5, 6, 7, 8, 9]
   for before, after in zip(rounds, rounds[1:], strict=False):
-    if after.info['rung'] == 0:
+    if after.info['rung'] == 1:
       assert all(t.start is None for t in after.trials)  # a new batch: from scratch
       continue
     alive = [t for t in before.trials if not best(t)]
@@ -130,7 +131,7 @@ def test_each_batch_runs_the_rungs_and_keeps_the_top_k():
 def _starts(rounds):
   """Each round with the step its trials start from."""
   return [
-    (r, 0 if r.info['rung'] == 0 else rounds[i - 1].trials[0].until)
+    (r, 0 if r.info['rung'] == 1 else rounds[i - 1].trials[0].until)
     for i, r in enumerate(rounds)
   ]
 
@@ -250,10 +251,14 @@ def tpe_workdir(tmp_path_factory, mnist):
 def test_a_tpe_sweep_keeps_its_study_in_the_workdir(tpe_workdir):
   workdir, summary = tpe_workdir
   rows = read_csv(workdir / 'results.csv')
-  assert len(rows) == 4 and list(rows[0])[-3:] == ['batch', 'rung', 'steps']
-  assert [r['steps'] for r in rows] == ['60'] * 2 + ['20'] * 2  # finishers first
-  assert sorted(r['batch'] for r in rows[:2]) == ['0', '1']
-  assert summary['best']['val_accuracy'] == float(rows[0]['val_accuracy'])
+  assert len(rows) == 4 and list(rows[0])[-4:] == ['batch', 'rung', 'steps', 'picked']
+  finishers = [r for r in rows if r['steps'] == '60']
+  assert sorted(r['batch'] for r in finishers) == ['0', '1']
+  assert all(r['rung'] == '2' for r in finishers) and len(finishers) == 2
+  # The pick: the best finisher (a model dropped at step 20 may rank higher).
+  (picked,) = [r for r in rows if r['picked'] == 'True']
+  assert picked == finishers[0]
+  assert summary['best']['val_accuracy'] == float(picked['val_accuracy'])
   curves = {
     c['model']: c['curves']
     for c in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())

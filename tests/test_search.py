@@ -115,7 +115,7 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert summary['rungs'] == [20, 60] and summary['rung_sizes'] == [12, 4]
   assert summary['model_steps'] == 12 * 20 + 4 * 40
   rows = read_csv(workdir / 'results.csv')
-  assert list(rows[0])[-2:] == ['rung', 'steps']
+  assert list(rows[0])[-3:] == ['rung', 'steps', 'picked']
   curves = {
     r['model']: r['curves']
     for r in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
@@ -135,10 +135,14 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert all(curves[m]['step'] == [20] for m in dropped)
   diverged = [r for r in rows if r['diverged'] == 'True']
   assert len(diverged) == 4 and {r['learning_rate'] for r in diverged} == {'1000000.0'}
-  assert all(r['rung'] == '0' and r['steps'] == '20' for r in diverged)
-  # Survivors rank first, by val accuracy.
-  assert [r['steps'] for r in rows[:4]] == ['60'] * 4
-  assert summary['best']['val_accuracy'] == float(rows[0]['val_accuracy'])
+  assert all(r['rung'] == '1' and r['steps'] == '20' for r in diverged)
+  # Rows rank by val accuracy, diverged last; the pick is the best finisher.
+  accuracies = [float(r['val_accuracy']) for r in rows if r['diverged'] == 'False']
+  assert accuracies == sorted(accuracies, reverse=True)
+  (picked,) = [r for r in rows if r['picked'] == 'True']
+  assert picked == next(r for r in rows if r['steps'] == '60')
+  assert summary['best']['val_accuracy'] == float(picked['val_accuracy'])
+  assert 'Picked (`picked` = yes): model' in (workdir / 'results.md').read_text()
 
 
 def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded_once):
@@ -219,9 +223,10 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workd
   assert [b['rung_sizes'] for b in summary['brackets']] == [[3, 1], [2]]
   assert summary['model_steps'] == 3 * 20 + 40 + 2 * 60
   rows = read_csv(workdir / 'results.csv')
-  assert len(rows) == 5 and list(rows[0])[-3:] == ['bracket', 'rung', 'steps']
+  assert len(rows) == 5 and list(rows[0])[-4:] == ['bracket', 'rung', 'steps', 'picked']
   finishers = [r for r in rows if r['steps'] == '60']
-  assert len(finishers) == 3 and rows[:3] == finishers
+  assert len(finishers) == 3
+  assert [r for r in rows if r['picked'] == 'True'] == finishers[:1]
   assert summary['best']['val_accuracy'] == float(finishers[0]['val_accuracy'])
   # Bracket 0's one survivor had the best val accuracy of its 3 at step 20.
   curves = {
@@ -282,7 +287,7 @@ def test_pbt_records_lineage_and_schedules(pbt_workdir):
   assert summary['model_steps'] == 4 * 60
   records = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
   rows = read_csv(workdir / 'results.csv')
-  assert len(records) == len(rows) == 4 and list(rows[0])[-1] == 'copies'
+  assert len(records) == len(rows) == 4 and list(rows[0])[-2:] == ['copies', 'picked']
   for record in records:
     curves = record['curves']
     assert curves['step'] == [20, 40, 60]
@@ -374,7 +379,7 @@ def test_tensorboard_shows_rungs_and_lineage(halving_workdir, pbt_workdir):
         assert declared['copies'] == sum(s != record['model'] for s in sources)
       else:
         assert declared['steps'] == curves['step'][-1]
-        assert declared['rung'] == (0 if curves['step'] == [20] else 1)
+        assert declared['rung'] == (1 if curves['step'] == [20] else 2)
 
 
 def assert_same_search(a, b) -> None:

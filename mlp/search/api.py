@@ -1,11 +1,16 @@
 """The public search API: a search over a population of models, in one call.
 
-  from mlp import search
+  from mlp.search import api, space
 
-  result = search.run(config, dataset, workdir)   # a sweep config, as --mode=sweep
+  result = api.search(
+    data=(train_x, train_y, val_x, val_y, test_x, test_y),
+    space={'learning_rate': space.log_uniform(1e-3, 1.0), 'hidden_size': (64, 128)},
+    strategy='hyperband', workdir='runs/mine', max_iters=900, min_iters=100,
+  )
   result.table[0], result.best_params, result.members[3].history
 
-`run` is what `--mode=sweep` calls: the strategy of `config.search` over the
+`search` builds a sweep config from keyword settings (any field of
+`configs/sweep.py`) and calls `run`, which is what `--mode=sweep` calls: the strategy of `config.search` over the
 members of `config.sweep` (`from_config`), trained by the population driver
 (`population`), then the workdir's files (`outputs`). It validates
 everything before it creates the workdir, takes the workdir's lock, and
@@ -19,11 +24,13 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 
 from mlp import checkpoint, distributed, hparams, loop, model_axis, resources
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.data import Dataset
+from mlp.errors import UserError
 from mlp.progress import Progress
 from mlp.search import from_config, outputs, population, space
 
@@ -59,6 +66,72 @@ class Result:
   members: list[outputs.ModelResult]
   summary: dict
   workdir: Path
+
+
+def search(
+  data: Dataset | tuple,
+  space: dict,
+  workdir: str | Path,
+  strategy: str = 'grid',
+  restart: bool = False,
+  **settings,
+) -> Result:
+  """Searches `space` with `strategy` on `data`, into `workdir`.
+
+  Args:
+    data: a `Dataset`, or arrays `(train_x, train_y, val_x, val_y, test_x,
+      test_y)`: inputs `(N, D)` (uint8 pixels are scaled to [0, 1]), integer
+      labels `(N,)`.
+    space: swept field -> its space (`mlp.search.space`: values, or a range).
+    workdir: the output directory.
+    strategy: 'grid', 'random', 'halving', 'hyperband' or 'pbt'.
+    restart: delete a previous search's outputs in `workdir` first.
+    **settings: any other field of `configs/sweep.py` (`num_iters`,
+      `batch_size`, `num_samples`, `eta`, `min_iters`, `max_iters`, ...).
+
+  Raises:
+    UserError: for a bad setting or space, or data that does not fit.
+  """
+  from configs import sweep as sweep_config  # the fields and their defaults
+
+  config = sweep_config.get_config()
+  unknown = sorted(set(settings) - set(config) | set(space) - set(config.sweep))
+  if unknown:
+    raise UserError(
+      f'unknown field(s) {", ".join(unknown)}: see configs/sweep.py and '
+      'mlp/hparams.py for the fields a search takes'
+    )
+  config.update(
+    settings, search=strategy, write_plots=settings.get('write_plots', False)
+  )
+  for field in config.sweep:  # the space replaces the course's
+    config.sweep[field] = tuple(space.get(field, ()))
+  dataset = data if isinstance(data, Dataset) else dataset_of(*data)
+  return run(config, dataset, workdir, restart=restart)
+
+
+def dataset_of(train_x, train_y, val_x, val_y, test_x, test_y) -> Dataset:
+  """A `Dataset` of host arrays, checked: inputs `(N, D)`, labels `(N,)`."""
+  splits = {
+    'train': (train_x, train_y),
+    'val': (val_x, val_y),
+    'test': (test_x, test_y),
+  }
+  arrays = {}
+  for name, (x, y) in splits.items():
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not len(y):
+      raise UserError(
+        f'the {name} split has inputs of shape {x.shape} and labels of shape '
+        f'{y.shape}: expected (N, D) inputs and (N,) labels, N > 0 the same'
+      )
+    arrays[name] = (x, y.astype(np.int32))
+  side = int(round(math.sqrt(arrays['train'][0].shape[1])))
+  return Dataset(
+    *(a for pair in arrays.values() for a in pair),
+    num_classes=int(max(y.max() for _, y in arrays.values())) + 1,
+    image_shape=(side, side),
+  )
 
 
 def run(
@@ -159,7 +232,14 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
     resume_from is not None,
   )
   summary, table = outputs.write(
-    config, workdir, dataset, members, (best_member, best_params), summary, events
+    config,
+    workdir,
+    dataset,
+    members,
+    (best_member, best_params),
+    summary,
+    strategy,
+    events,
   )
   return Result(table, best_params, members, summary, workdir)
 

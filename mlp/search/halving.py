@@ -23,6 +23,9 @@ class SuccessiveHalving(Strategy):
 
   name = 'halving'
   columns = ('rung', 'steps')
+  pick_rule = (
+    "the best val accuracy among the models that reached a bracket's last rung"
+  )
 
   def __init__(self, brackets: Sequence[budgets.Bracket], eta: int):
     self.brackets = list(brackets)
@@ -46,7 +49,7 @@ class SuccessiveHalving(Strategy):
     trials = tuple(
       Trial(m, start=m if rung else None, until=end) for m in state['alive']
     )
-    info = {'rung': rung, 'steps': end}
+    info = {'rung': rung + 1, 'steps': end}  # counted from 1, as the logs are
     if len(self.brackets) > 1:
       info = {'bracket': number, **info}
     return Round(

@@ -79,7 +79,9 @@ def members(rounds: list[dict], configs: list, strategy: Strategy) -> list[Model
         value = np.float32(last['changes'][f])
         if value != np.float32(config[f]):
           config[f] = float(value)
-    search = dict(last_round['info'])
+    search = {**last_round['info'], 'steps': history['step'][-1]}
+    for f in strategy.schedule:  # what it trained with for the most steps
+      search[f'{f}_longest'] = _longest(history, f)
     if 'copies' in strategy.columns:
       search['copies'] = sum(r['start'] not in (None, m) for _, r in trained)
     results.append(
@@ -95,6 +97,16 @@ def members(rounds: list[dict], configs: list, strategy: Strategy) -> list[Model
       )
     )
   return results
+
+
+def _longest(history: dict, field: str) -> float:
+  """The value of `field` a member held for the most steps (the earliest of
+  equals)."""
+  steps = np.diff([0, *history['step']])
+  held: dict[float, int] = {}
+  for value, count in zip(history[f'hparams.{field}'], steps, strict=True):
+    held[value] = held.get(value, 0) + int(count)
+  return max(held, key=lambda v: held[v])
 
 
 def summary(
@@ -193,11 +205,21 @@ def _search_values(result: ModelResult) -> dict:
   return values
 
 
-def write(config, workdir, dataset, results, best, summary_: dict, events=None) -> dict:
-  """Writes the results table, the best model's params and the summary.
+def write(
+  config,
+  workdir,
+  dataset,
+  results,
+  best,
+  summary_: dict,
+  strategy: Strategy,
+  events=None,
+) -> tuple[dict, list[dict]]:
+  """Writes the results tables, the best model's params and the summary, the
+  TensorBoard sessions' ends, the plots and the report.
 
-  Models that trained further rank first (an adaptive search's survivors),
-  then by validation accuracy, then by their place in the grid.
+  Rows rank by validation accuracy (diverged models last), then by their
+  place in the grid; each says the steps it trained, and the pick is marked.
 
   Args:
     config: the sweep's config.
@@ -206,60 +228,43 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     results: each member's `ModelResult`.
     best: `(member, params)` of the search's pick, or `(None, None)`.
     summary_: the summary so far (`summary`).
+    strategy: the search's strategy (its pick's rule, whether it is adaptive).
     events: the sweep's TensorBoard events if written as it trained, else
       `None`: an adaptive search's are written here.
 
   Returns:
     The summary, and the rows of `results.csv` (best first).
   """
-  best_member, best_params = best
-  results = sorted(
-    results,
-    key=lambda r: (r.diverged, -r.search.get('steps', 0), -r.val_accuracy, r.index),
-  )
+  results = sorted(results, key=lambda r: (r.diverged, -r.val_accuracy, r.index))
   summary_['num_diverged'] = sum(r.diverged for r in results)
   swept = results_lib.columns(space.swept_values(config))
-  adaptive = bool(results and results[0].search) or any(
-    'copied_from' in r.history for r in results
-  )
-  if best_member is not None:
-    best_result = next(r for r in results if r.index == best_member)
-    summary_['best'] = {
-      **{f: best_result.config[f] for f in swept},
-      **_seed_statistics(best_result, results, swept),
-      'val_accuracy': best_result.val_accuracy,
-      'test_accuracy': evaluation.split_accuracy(
-        best_params, dataset.test_images, dataset.test_labels
-      ),
-    }
-    if distributed.is_writer():
-      workdir_lib.save_params(workdir / 'best_params.npz', best_params)
-    best_events = (
-      best_member,
-      best_result.history['step'][-1],
-      summary_['best']['test_accuracy'],
-    )
-  else:
-    best_events = None
-    summary_['best'] = None
-    logging.error('Every model diverged: lower the learning rates of the sweep.')
-  if events is None and adaptive:
+  rule = strategy.pick_rule
+  if results_lib.has_repeats(results, swept):
+    rule = 'the best mean val accuracy over the seeds, then its best seed'
+  pick = results_lib.Pick(best[0], rule)
+  summary_['best'] = _best(workdir, dataset, results, best, swept)
+  if events is None and strategy.columns:
     events = _search_events(workdir, results)
   if events is not None:
-    events.finish({r.index: r.diverged for r in results}, best_events)
+    picked = summary_['best']
+    events.finish(
+      {r.index: r.diverged for r in results},
+      None if picked is None else (best[0], picked['steps'], picked['test_accuracy']),
+    )
   if distributed.is_writer():
-    results_lib.write(workdir, results, swept)
+    results_lib.write(workdir, results, swept, pick)
     workdir_lib.write_json(workdir / 'summary.json', summary_)
     if config.write_plots:
       from mlp import sweep_plots
 
       sweep_plots.write_sweep_plots(workdir)
-      if adaptive:
+      if strategy.columns:
         from mlp import search_plots
 
         search_plots.write_search_plots(workdir)
     report.write_sweep_report(workdir)
-  header, table = results_lib.tables(results, swept)['results']
+  header, table = results_lib.tables(results, swept, pick)['results']
+  print(pick.caption())
   print(results_lib.markdown_table(header, table[:10]))
   logging.info(
     'Sweep of %d models done in %.1fs (compile %.1fs).',
@@ -268,3 +273,25 @@ def write(config, workdir, dataset, results, best, summary_: dict, events=None) 
     summary_['compile_seconds'],
   )
   return summary_, table
+
+
+def _best(workdir, dataset, results: list, best, swept: list) -> dict | None:
+  """The summary's `best`: the pick's fields, val accuracy, steps and test
+  accuracy (the only test accuracy a search computes); its params are
+  written to `best_params.npz`. `None` if every model diverged."""
+  member, params = best
+  if member is None:
+    logging.error('Every model diverged: lower the learning rates of the sweep.')
+    return None
+  picked = next(r for r in results if r.index == member)
+  if distributed.is_writer():
+    workdir_lib.save_params(workdir / 'best_params.npz', params)
+  return {
+    **{f: picked.config[f] for f in swept},
+    **_seed_statistics(picked, results, swept),
+    'val_accuracy': picked.val_accuracy,
+    'steps': picked.history['step'][-1],
+    'test_accuracy': evaluation.split_accuracy(
+      params, dataset.test_images, dataset.test_labels
+    ),
+  }

@@ -100,6 +100,7 @@ class PopulationBasedTraining(Strategy):
 
   name = 'pbt'
   columns = ('copies',)
+  pick_rule = 'the best val accuracy at the end of the last interval'
 
   def __init__(
     self, points: Sequence[dict], ends: Sequence[int], explore: Explore, seed: int

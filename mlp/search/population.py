@@ -137,8 +137,48 @@ def run(strategy: Strategy, population: Population) -> tuple[dict, list[dict], B
   """
   trainer = population.trainer
   # 1. Where the search stands: the checkpoint's record, else the start.
-  saved = trainer.finished.get(SEARCH)
   fingerprint = _json(strategy.fingerprint())
+  state, rounds, best = _restore(strategy, trainer, fingerprint)
+  num_iters = [c.num_iters for c in population.configs]
+  batch = float(np.mean([c.batch_size for c in population.configs]))
+  round_ = strategy.ask(state)
+  while round_ is not None:
+    trainer.progress.total = trainer.progress.done + int(
+      strategy.remaining_steps(state, num_iters) * batch
+    )
+    # 2. Train the round, chunk by chunk.
+    chunks = _chunks(len(rounds), round_, population)
+    reports, ends = _train_round(chunks, round_, rounds, population, best)
+    # 3. Tell the strategy and ask for the next round.
+    state = strategy.tell(
+      state, [Report(r['member'], r['val_accuracy'], r['diverged']) for r in reports]
+    )
+    rounds.append(
+      {
+        'name': round_.name,
+        'info': dict(round_.info),
+        'final': round_.final,
+        'reports': reports,
+      }
+    )
+    round_ = strategy.ask(state)
+    # 4. Save the search, with the states the next round starts from.
+    starts = {}
+    if round_ is not None:
+      ends |= _kept_ends(trainer.kept, chunks)
+      starts = _starts(len(rounds), round_, population, chunks, ends)
+    trainer.finished = {
+      SEARCH: {'fingerprint': fingerprint, 'state': state, 'rounds': rounds},
+      BEST: best.record(),
+    }
+    trainer.finish(SEARCH, trainer.finished[SEARCH], kept={**best.kept(), **starts})
+  return state, rounds, best
+
+
+def _restore(strategy: Strategy, trainer: loop.Trainer, fingerprint: dict):
+  """The search's state, its rounds done and its best model, from the
+  checkpoint the trainer resumed from, else the strategy's start."""
+  saved = trainer.finished.get(SEARCH)
   if saved is not None and saved['fingerprint'] != fingerprint:
     raise UserError(
       f'the checkpoints in {trainer.directory} hold the state of another search '
@@ -159,57 +199,36 @@ def run(strategy: Strategy, population: Population) -> tuple[dict, list[dict], B
       len(rounds),
       sum(len(r['reports']) for r in in_progress),
     )
-  num_iters = [c.num_iters for c in population.configs]
-  batch = float(np.mean([c.batch_size for c in population.configs]))
-  round_ = strategy.ask(state)
-  while round_ is not None:
-    trainer.progress.total = trainer.progress.done + int(
-      strategy.remaining_steps(state, num_iters) * batch
-    )
-    # 2. Train the round, chunk by chunk; a finished chunk's record is kept.
-    chunks = _chunks(len(rounds), round_, population)
-    ends: dict[str, list] = {}
-    reports = []
-    for i, chunk in enumerate(chunks):
-      record = trainer.finished.get(chunk.job)
-      if record is None:
-        record, end = _train(chunk, round_, rounds, population, best)
-        if round_.continued:
-          ends[chunk.job] = end
-        if i < len(chunks) - 1:  # the last one is saved with the round
-          trainer.finished[BEST] = best.record()
-          kept = {**_drop(trainer.kept, 'best/'), **best.kept()}
-          kept |= {f'end/{chunk.job}/{j}': x for j, x in enumerate(end or [])}
-          trainer.finish(chunk.job, record, kept=kept)
-        else:
-          trainer.finished[chunk.job] = record
-      else:
-        trainer.progress.done += record['model_examples']
-        population.model_examples += record['model_examples']
-      reports.extend(record['reports'])
-    # 3. Tell the strategy, ask for the next round, keep the states it starts from.
-    state = strategy.tell(
-      state, [Report(r['member'], r['val_accuracy'], r['diverged']) for r in reports]
-    )
-    rounds.append(
-      {
-        'name': round_.name,
-        'info': dict(round_.info),
-        'final': round_.final,
-        'reports': reports,
-      }
-    )
-    round_ = strategy.ask(state)
-    starts = {}
-    if round_ is not None:
-      ends |= _kept_ends(trainer.kept, chunks)
-      starts = _starts(len(rounds), round_, population, chunks, ends)
-    trainer.finished = {
-      SEARCH: {'fingerprint': fingerprint, 'state': state, 'rounds': rounds},
-      BEST: best.record(),
-    }
-    trainer.finish(SEARCH, trainer.finished[SEARCH], kept={**best.kept(), **starts})
   return state, rounds, best
+
+
+def _train_round(chunks, round_: Round, rounds: list, population: Population, best):
+  """Trains the round's chunks not finished yet; returns every trial's report
+  and the end states this run trained (when a later round may continue them).
+
+  Each finished chunk but the last is saved with its record and, if it may be
+  continued, its end state; the last one is saved with the round.
+  """
+  trainer = population.trainer
+  ends: dict[str, list] = {}
+  reports = []
+  for i, chunk in enumerate(chunks):
+    record = trainer.finished.get(chunk.job)
+    if record is not None:  # finished before a resume
+      trainer.progress.done += record['model_examples']
+      population.model_examples += record['model_examples']
+    else:
+      record, end = _train(chunk, round_, rounds, population, best)
+      if round_.continued:
+        ends[chunk.job] = end
+      trainer.finished[chunk.job] = record
+      if i < len(chunks) - 1:
+        trainer.finished[BEST] = best.record()
+        kept = {**_drop(trainer.kept, 'best/'), **best.kept()}
+        kept |= {f'end/{chunk.job}/{j}': x for j, x in enumerate(end or [])}
+        trainer.finish(chunk.job, record, kept=kept)
+    reports.extend(record['reports'])
+  return reports, ends
 
 
 def _json(value):
@@ -287,36 +306,8 @@ def _train(chunk: Chunk, round_: Round, rounds: list, population: Population, be
   )
   values = model_axis.put_models(values, population.mesh, axes)
   program = _program(chunk, values, axes, population)
-  initial, initial_loss = None, None
-  if chunk.trials[0].start is not None:
-    # Divergence is judged against the start's initial loss, as in a run alone.
-    losses = {r['member']: r['start_loss'] for r in rounds[-1]['reports']}
-    initial_loss = [losses[t.start] for t in padded]
-    leaves = [
-      trainer.kept.pop(name)
-      for name in sorted(
-        (k for k in trainer.kept if k.startswith(f'start/{chunk.job}/')),
-        key=lambda k: int(k.rsplit('/', 1)[1]),
-      )
-    ]
-    if not leaves and not trainer.holds(chunk.job):
-      raise ValueError(f'no start state for {chunk.job} in the checkpoint')
-    if leaves:
-      like = program.init(values)
-      tree = jax.tree.unflatten(jax.tree.structure(like), leaves)
-      initial = jax.tree.map(lambda x, to: distributed.put(x, to.sharding), tree, like)
+  initial, initial_loss = _start(chunk, rounds, population, program, values)
   members = [t.member for t in chunk.trials]
-  static = program.static
-  until = chunk.trials[0].until
-  name = f'{round_.name}, ' if round_.name else ''
-  models = f'{len(members)} model' + ('s' if len(members) > 1 else '')
-
-  def describe(metrics):
-    return (
-      f'{name}H {static.hidden_size}, {models}: step {max(metrics["step"])}/'
-      f'{until or static.max_iters}, best val acc '
-      f'{np.nanmax(metrics["val_accuracy"][: len(members)]):.4f}'
-    )
 
   def on_evaluation(metrics):
     if population.on_evaluation is not None:
@@ -328,11 +319,11 @@ def _train(chunk: Chunk, round_: Round, rounds: list, population: Population, be
     program,
     values,
     population.device,
-    describe=describe,
+    describe=_describe(round_, chunk, program.static),
     on_evaluation=on_evaluation,
     num_models=len(members),
     state=initial,
-    until=until,
+    until=chunk.trials[0].until,
     initial_loss=initial_loss,
   )
   reports = _reports(chunk, outcome)
@@ -347,6 +338,48 @@ def _train(chunk: Chunk, round_: Round, rounds: list, population: Population, be
   if round_.continued:
     end = jax.tree.leaves(distributed.to_host(outcome.state))
   return record, end
+
+
+def _start(chunk: Chunk, rounds: list, population: Population, program, values):
+  """Where a chunk's trials start: `(None, None)` from scratch; else the
+  state gathered for it (taken out of the kept arrays: the chunk's own
+  checkpoints hold its state from now on) and each trial's initial loss, the
+  start member's (divergence is judged against it, as in a run alone)."""
+  if chunk.trials[0].start is None:
+    return None, None
+  trainer = population.trainer
+  losses = {r['member']: r['start_loss'] for r in rounds[-1]['reports']}
+  initial_loss = [losses[t.start] for t in chunk.padded]
+  prefix = f'start/{chunk.job}/'
+  names = sorted(
+    (k for k in trainer.kept if k.startswith(prefix)),
+    key=lambda k: int(k.removeprefix(prefix)),
+  )
+  leaves = [trainer.kept.pop(name) for name in names]
+  if not leaves:
+    if not trainer.holds(chunk.job):  # the checkpoint holds the job in progress
+      raise ValueError(f'no start state for {chunk.job} in the checkpoint')
+    return None, initial_loss
+  like = program.init(values)
+  tree = jax.tree.unflatten(jax.tree.structure(like), leaves)
+  state = jax.tree.map(lambda x, to: distributed.put(x, to.sharding), tree, like)
+  return state, initial_loss
+
+
+def _describe(round_: Round, chunk: Chunk, static: core.Static):
+  """The progress message of a chunk's evaluation."""
+  name = f'{round_.name}, ' if round_.name else ''
+  count = len(chunk.trials)
+  models = f'{count} model' + ('s' if count > 1 else '')
+  until = chunk.trials[0].until or static.max_iters
+
+  def describe(metrics):
+    return (
+      f'{name}H {static.hidden_size}, {models}: step {max(metrics["step"])}/'
+      f'{until}, best val acc {np.nanmax(metrics["val_accuracy"][:count]):.4f}'
+    )
+
+  return describe
 
 
 def _reports(chunk: Chunk, outcome: loop.Outcome) -> list[dict]:

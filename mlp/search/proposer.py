@@ -85,6 +85,7 @@ class Proposer(Strategy):
 
   name = 'tpe'
   columns = ('batch', 'rung', 'steps')
+  pick_rule = "the best val accuracy among the models that reached a batch's last rung"
 
   def __init__(
     self,
@@ -134,10 +135,10 @@ class Proposer(Strategy):
     )
     return Round(
       trials,
-      name=f'batch {number + 1}/{self.num_batches}, rung {rung + 1}/{len(self.ends)}',
+      name=f'batch {number}, rung {rung + 1}/{len(self.ends)}',  # as brackets
       final=last,
       continued=not last,
-      info={'batch': number, 'rung': rung, 'steps': end},
+      info={'batch': number, 'rung': rung + 1, 'steps': end},
     )
 
   def tell(self, state: dict, reports: Sequence[Report]) -> dict:
@@ -228,8 +229,10 @@ class Proposer(Strategy):
       # One sampler per trial, seeded by its number: a point depends on the
       # trials before it, not on how many points this process asked before.
       seed = int(np.random.SeedSequence([self.seed, m]).generate_state(1)[0])
+      # A batch's later asks see its earlier ones as running, valued as the
+      # worst (constant liar), so that a batch spreads out.
       study.sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=self.startup
+        seed=seed, n_startup_trials=self.startup, multivariate=True, constant_liar=True
       )
       asked = study.ask(self.space)
       point = {f: _plain(asked.params[f]) for f in self.space}

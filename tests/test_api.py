@@ -1,0 +1,90 @@
+"""The public search API (`mlp.search.api`) on tiny synthetic data: what it
+returns, what it writes, and the mistakes it refuses before writing anything."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mlp.errors import UserError
+from mlp.search import api, space
+
+
+def synthetic(n=240, features=12, classes=3, seed=0):
+  """Inputs whose class is the argmax of a fixed projection: learnable."""
+  rng = np.random.default_rng(seed)
+  projection = rng.normal(size=(features, classes))
+  x = rng.random((n, features)).astype(np.float32)
+  y = np.argmax(x @ projection, axis=1).astype(np.int32)
+  third = n // 3
+  return (
+    x[:third],
+    y[:third],
+    x[third : 2 * third],
+    y[third : 2 * third],
+    x[2 * third :],
+    y[2 * third :],
+  )
+
+
+SETTINGS = dict(
+  hidden_size=4,
+  batch_size=16,
+  num_iters=40,
+  eval_every=10,
+  train_eval_size=40,
+  num_val=20,
+  init='he',
+  models_per_chunk=2,
+)
+
+
+def test_a_halving_search_returns_its_table_best_params_and_members(tmp_path):
+  result = api.search(
+    data=synthetic(),
+    space={'learning_rate': space.log_uniform(0.05, 0.5), 'l2_reg': (0.0, 1e-3)},
+    workdir=tmp_path,
+    strategy='halving',
+    num_samples=4,
+    min_iters=10,
+    max_iters=40,
+    eta=2,
+    **SETTINGS,
+  )
+  assert len(result.table) == len(result.members) == 4
+  steps = sorted(int(r['steps']) for r in result.table)
+  assert steps == [10, 10, 20, 40]  # rungs of 4, 2 and 1 models
+  (picked,) = [r for r in result.table if r['picked']]
+  assert picked['steps'] == 40
+  assert result.summary['best']['val_accuracy'] == picked['val_accuracy']
+  assert result.best_params['W1'].shape == (12, 4)
+  history = result.members[0].history
+  assert history['step'] == sorted(history['step']) and history['step'][0] == 10
+  for name in ('results.csv', 'results.md', 'curves.jsonl', 'summary.json'):
+    assert (tmp_path / name).is_file()
+  assert json.loads((tmp_path / 'summary.json').read_text())['num_models'] == 4
+
+
+@pytest.mark.parametrize(
+  'change, expected',
+  [
+    ({'space': {'learning_rat': (0.1,)}}, 'unknown field'),
+    ({'bogus': 3}, 'unknown field'),
+    (
+      {'data': synthetic()[:2] + (np.zeros((5, 12)), np.zeros(4)) + synthetic()[4:]},
+      'the val split has inputs of shape',
+    ),
+    ({'strategy': 'grid', 'space': {'learning_rate': ('log', 0.1, 1.0)}}, 'is a range'),
+  ],
+)
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, change, expected):
+  arguments = dict(
+    data=synthetic(),
+    space={'learning_rate': (0.1, 0.2)},
+    workdir=tmp_path / 'w',
+    strategy='grid',
+    **SETTINGS,
+  )
+  with pytest.raises(UserError, match=expected):
+    api.search(**{**arguments, **change})
+  assert not (tmp_path / 'w').exists()
