@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from configs import sweep as sweep_config
 from mlp.errors import UserError
 from mlp.search import api, space
 
@@ -88,3 +89,19 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, change, expec
   with pytest.raises(UserError, match=expected):
     api.search(**{**arguments, **change})
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_checkpoint_of_another_search_is_refused(tmp_path):
+  from mlp import loop
+  from mlp.progress import Progress
+  from mlp.search import population
+  from mlp.search.grid import GridSearch
+
+  config = space.model_config(sweep_config.get_config(), {})
+  trainer = loop.Trainer(tmp_path, 0, 1, Progress(1))
+  trainer.finished = {population.SEARCH: {'fingerprint': {'name': 'pbt'}}}
+  pop = population.Population(
+    [config], api.dataset_of(*synthetic()), ('learning_rate',), trainer, lambda s: 1
+  )
+  with pytest.raises(UserError, match=r'hold the state of another search \(pbt\)'):
+    population.run(GridSearch(1), pop)

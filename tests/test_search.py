@@ -222,6 +222,9 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workd
   assert [b['rungs'] for b in summary['brackets']] == [[20, 60], [60]]
   assert [b['rung_sizes'] for b in summary['brackets']] == [[3, 1], [2]]
   assert summary['model_steps'] == 3 * 20 + 40 + 2 * 60
+  # Programs of 2 models (bracket 0's first rung, bracket 1) and of 1 (its
+  # second rung): each compiled once, whatever rung or bracket it serves.
+  assert summary['programs_compiled'] == 2
   rows = read_csv(workdir / 'results.csv')
   assert len(rows) == 5 and list(rows[0])[-4:] == ['bracket', 'rung', 'steps', 'picked']
   finishers = [r for r in rows if r['steps'] == '60']
@@ -456,7 +459,11 @@ def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
     envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}),
   )
   _, status = os.waitpid(survivor.pid, os.WUNTRACED)
-  assert os.WIFSTOPPED(status)
+  if not os.WIFSTOPPED(status):  # show why it ended instead of stopping
+    survivor.returncode = os.waitstatus_to_exitcode(status)
+    _, dead_stderr = dead.communicate(timeout=300)
+    stderr = survivor.stderr.read()
+    raise AssertionError(f'{stderr[-3000:]}\n--- process 1:\n{dead_stderr[-3000:]}')
   with open(tmp_path / '.lock') as lock:  # process 0 holds the workdir
     with pytest.raises(BlockingIOError):
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

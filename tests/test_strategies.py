@@ -62,7 +62,7 @@ def test_halving_keeps_the_top_k_of_each_rung_never_a_diverged_one():
     assert [t.member for t in after.trials] == top
     assert all(t.start == t.member for t in after.trials)  # continues itself
   assert [r.final for r in rounds] == [False, False, True]
-  assert [r.info['rung'] for r in rounds] == [0, 1, 2]
+  assert [r.info['rung'] for r in rounds] == [1, 2, 3]
   assert strategy.summary(state)['rung_sizes'] == [27, 9, 3]
 
 

@@ -224,6 +224,7 @@ def _search(config, workdir, restart, strategy, configs, dataset) -> Result:
     {
       **strategy.summary(state),
       'model_steps': sum(r.history['step'][-1] for r in members),
+      'programs_compiled': len(pop.programs),
     },
     time.perf_counter() - started,
     pop.compile_seconds,

@@ -60,9 +60,11 @@ class Population:
   trainer: loop.Trainer
   models_per_chunk: Callable[[core.Static], int]
   on_evaluation: Callable[[list[int], dict], None] | None = None
-  compile_seconds: float = 0.0
-  model_examples: float = 0.0
-  _programs: dict = dataclasses.field(default_factory=dict)
+  compile_seconds: float = 0.0  # compiling, in this process
+  model_examples: float = 0.0  # trained, for the rate
+  # Compiled programs by (static, batched fields, chunk size): one compile a
+  # process for every round, rung and bracket of the same shapes.
+  programs: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     self.group_order = list(dict.fromkeys(shape_of(c) for c in self.configs))
@@ -273,12 +275,12 @@ def _program(chunk: Chunk, values, axes, population: Population) -> loop.Program
   """The chunk's compiled program, from the cache when one fits."""
   static = chunk.static
   cache_key = (static, population.fields, chunk.size)
-  program = population._programs.get(cache_key)
+  program = population.programs.get(cache_key)
   if program is None:
     program = loop.compile_many(
       static, values, axes, population.device, population.mesh
     )
-    population._programs[cache_key] = program
+    population.programs[cache_key] = program
     population.compile_seconds += program.compile_seconds
     population.trainer.progress.start_time += program.compile_seconds
   return program
@@ -451,7 +453,7 @@ def train_again(member: int, population: Population) -> dict:
     return {k.removeprefix('best/'): v for k, v in trainer.kept.items()}
   config = population.configs[member]
   # A program of its shape group, already compiled, serves (its padding unused).
-  cached = [k for k in population._programs if shape_of(k[0]) == shape_of(config)]
+  cached = [k for k in population.programs if shape_of(k[0]) == shape_of(config)]
   if cached:
     static, _, size = cached[0]
   else:
