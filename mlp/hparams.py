@@ -231,6 +231,13 @@ SEARCH = (
   ),
   Field('pbt_perturb', float, 1.25, 1.0, doc="'pbt': a copy's value x or / this"),
   Field('pbt_resample', float, 0.25, 0.0, 1.0, doc="'pbt': chance of a fresh draw"),
+  Field(
+    'tpe_batch',
+    int,
+    16,
+    1,
+    doc="'tpe': members asked at once, then trained through the rungs together",
+  ),
 )
 
 FIELDS = {f.name: f for f in (*PER_MODEL, *SHAPES, *SETTINGS)}

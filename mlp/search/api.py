@@ -34,6 +34,7 @@ from mlp.errors import UserError
 from mlp.progress import Progress
 from mlp.search import from_config, outputs, population, space
 
+STUDY = 'optuna.db'  # a proposer's Optuna study (SQLite)
 OUTPUTS = (
   'results.csv',
   'results.md',
@@ -42,6 +43,7 @@ OUTPUTS = (
   'curves.jsonl',
   'summary.json',
   'best_params.npz',
+  STUDY,
 )
 
 
@@ -138,17 +140,21 @@ def run(
     UserError: for a bad config or model, before anything is compiled or
       written.
   """
-  strategy, configs = _checked(config, dataset, model)
+  # Process 0 keeps a proposer's study in the workdir, the others in memory.
+  study = f'sqlite:///{Path(workdir).absolute() / STUDY}'
+  strategy, configs = _checked(
+    config, dataset, model, study if distributed.is_writer() else None
+  )
   workdir = workdir_lib.prepare(workdir)
   with distributed.claim_workdir(workdir):
     return _search(config, workdir, restart, strategy, configs, dataset, model)
 
 
-def _checked(config, dataset: Dataset, model: models.Model):
+def _checked(config, dataset: Dataset, model: models.Model, study: str | None):
   """The strategy and members, every config checked, the model tried on
   abstract values (`models.check`), and memory for them."""
   num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
-  strategy, configs = from_config.strategy_and_members(config, num_train)
+  strategy, configs = from_config.strategy_and_members(config, num_train, study)
   for c in configs:
     hparams.validate(c, num_train=num_train, extra=model.hyperparams)
   groups = population.statics(configs, dataset, model)
@@ -202,10 +208,11 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
   state, rounds, best = population.run(strategy, pop)
   members = outputs.members(rounds, configs, strategy)
   best_member, best_params = best.member, best.params
-  chosen = results_lib.best_model(
-    members, results_lib.columns(space.swept_values(config))
-  )
-  if chosen is not None and chosen.index != best.member:
+  swept = results_lib.columns(space.swept_values(config))
+  chosen = results_lib.best_model(members, swept)
+  # One seed: the driver's pick stands (an adaptive search's, among finishers).
+  repeats = results_lib.has_repeats(members, swept)
+  if chosen is not None and chosen.index != best.member and repeats:
     # Seeds are repeats: the best configuration (by its mean) is not the one
     # of the best single model, so train its best seed again.
     best_member, best_params = chosen.index, population.train_again(chosen.index, pop)
@@ -242,5 +249,5 @@ def _batched_fields(configs, strategy, model) -> tuple[str, ...]:
   """Fields that vary anywhere in the search: stacked in every chunk, so that
   the chunks of a shape group share one program."""
   one = [hparams.of_config(c, model.hyperparams) for c in configs]
-  varying = set(hparams.varying(one)) | set(strategy.schedule)
+  varying = set(hparams.varying(one)) | set(strategy.schedule) | set(strategy.proposes)
   return tuple(n for n in hparams.names_of(one[0]) if n in varying)

@@ -3,9 +3,10 @@
 `config.sweep` gives the space (`space.points`: a grid, or random draws);
 `config.search` the strategy: 'grid' and 'random' (`grid.GridSearch`),
 'halving' (`halving.SuccessiveHalving` over the points), 'hyperband'
-(`hyperband.Hyperband`, as many random draws as its brackets start) or 'pbt'
-(`pbt.PopulationBasedTraining`). Every setting is checked here, before
-anything is compiled or written.
+(`hyperband.Hyperband`, as many random draws as its brackets start), 'pbt'
+(`pbt.PopulationBasedTraining`) or 'tpe' (`proposer.Proposer`: batches of
+`tpe_batch` points asked from Optuna's TPE, each through halving's rungs).
+Every setting is checked here, before anything is compiled or written.
 """
 
 import ml_collections
@@ -17,13 +18,18 @@ from mlp.search.grid import GridSearch
 from mlp.search.halving import SuccessiveHalving
 from mlp.search.hyperband import Hyperband
 from mlp.search.pbt import Explore, PopulationBasedTraining
+from mlp.search.proposer import Proposer
 from mlp.search.strategy import Strategy
 
-ADAPTIVE = ('halving', 'hyperband')  # searches that train members for different steps
+ADAPTIVE = (
+  'halving',
+  'hyperband',
+  'tpe',
+)  # searches that train members for different steps
 
 
 def strategy_and_members(
-  config: ml_collections.ConfigDict, num_train: int
+  config: ml_collections.ConfigDict, num_train: int, study: str | None = None
 ) -> tuple[Strategy, list[ml_collections.ConfigDict]]:
   """The strategy `config.search` names and each member's training config.
 
@@ -31,6 +37,8 @@ def strategy_and_members(
     config: a sweep config.
     num_train: the training split's size (an epoch's steps are evaluations'
       default interval, and so population-based training's).
+    study: where a proposer keeps its Optuna study (a storage URL such as
+      `sqlite:///WORKDIR/optuna.db`); `None`: in memory.
 
   Raises:
     UserError: for a bad search setting or sweep value.
@@ -51,9 +59,12 @@ def strategy_and_members(
     draws.num_samples = strategy.num_members
     points = space.points(draws)
   else:
-    if name == 'halving':
+    if name in ADAPTIVE:
       _check_rungs(config)
-    points = space.points(config)
+    points = space.points(config)  # checked; a proposer asks its own
+  if name == 'tpe':
+    strategy = _proposer(config, num_train, study)
+    points = [{}] * strategy.num_samples  # its members start as the base config
   configs = [space.model_config(config, p) for p in points]
   if name in ADAPTIVE:
     for c in configs:  # the rungs stop a model; its schedule is the full run's
@@ -124,6 +135,30 @@ def _pbt(config, points: list[dict], configs: list, num_train: int):
   interval = config.pbt_interval or eval_every
   ends = [*range(interval, num_iters, interval), num_iters]
   return PopulationBasedTraining(points, ends, explore, config.seed)
+
+
+def _proposer(config, num_train: int, study: str | None):
+  """The model-based proposer over the space, every bound of it checked."""
+  spaces = space.swept_values(config)
+  if not spaces:
+    raise UserError(
+      'search=tpe needs a swept field to propose, e.g. '
+      '--config.sweep.learning_rate="(\'log\', 0.01, 1.0)"'
+    )
+  for field, field_space in spaces.items():  # the ends of ranges, every value
+    for value in (
+      space.bounds(field_space) if space.is_range(field_space) else field_space
+    ):
+      hparams.validate(space.model_config(config, {field: value}), num_train=num_train)
+  return Proposer(
+    spaces,
+    num_samples=config.num_samples,
+    batch=config.tpe_batch,
+    ends=budgets.rungs(config.min_iters, _max_iters(config), config.eta),
+    eta=config.eta,
+    seed=config.seed,
+    storage=study,
+  )
 
 
 def _several(field_space: tuple) -> bool:

@@ -64,6 +64,9 @@ def members(rounds: list[dict], configs: list, strategy: Strategy) -> list[Model
       k: [x for _, r in trained for x in r['history'][k]] for k in last['history']
     }
     config = configs[m]
+    if strategy.proposes:  # the point it was proposed, over its config
+      changes = trained[0][1]['changes']
+      config = space.model_config(config, {f: changes[f] for f in strategy.proposes})
     if strategy.schedule:
       copied_from = []
       for _, r in trained:

@@ -15,7 +15,9 @@ random, halving, Hyperband and PBT draw from values or ranges (PBT explores a
 field between its range's bounds, or its values' smallest and largest).
 `search='grid'` gives the product; `'random'` `num_samples` draws;
 `'halving'` and `'pbt'` start from `num_samples` draws, or from the grid when
-`num_samples` is 0; `'hyperband'` from as many draws as its brackets start.
+`num_samples` is 0; `'hyperband'` from as many draws as its brackets start;
+`'tpe'` asks `num_samples` points of the space from Optuna's TPE sampler
+(`proposer`).
 """
 
 import itertools
@@ -61,7 +63,7 @@ def bounds(space: tuple) -> tuple[float, float]:
   return min(numbers), max(numbers)
 
 
-SEARCHES = ('grid', 'random', 'halving', 'hyperband', 'pbt')
+SEARCHES = ('grid', 'random', 'halving', 'hyperband', 'pbt', 'tpe')
 
 
 def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
@@ -165,15 +167,16 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
       f'{", ".join(SEARCHES)}'
     )
   num_samples = config.get('num_samples', 0)
-  if search in ('random', 'hyperband') or (search != 'grid' and num_samples != 0):
+  draws = ('random', 'hyperband', 'tpe')  # searches that never take the grid
+  if search in draws or (search != 'grid' and num_samples != 0):
     if (
       isinstance(num_samples, bool)
       or not isinstance(num_samples, int)
       or num_samples < 1
     ):
       raise UserError(
-        f'config field num_samples={num_samples!r}: random search needs num_samples >= 1'
-        + ('' if search == 'random' else ' (0: start from the grid)')
+        f'config field num_samples={num_samples!r}: search={search} needs num_samples >= 1'
+        + ('' if search in draws else ' (0: start from the grid)')
       )
     result = _random_points(values, num_samples, config.seed)
   else:

@@ -79,12 +79,16 @@ class Strategy:
       started from another member's state).
     schedule: hyperparameters whose values may change between rounds; the
       results record each member's value at every evaluation.
+    proposes: hyperparameters a member takes from its trials' `changes`
+      rather than from its config (a proposer's points): they are stacked
+      along the model axis, and the results show the first trial's values.
     pick_rule: how the search's pick is chosen, for the results' caption.
   """
 
   name: str = ''
   columns: tuple[str, ...] = ()
   schedule: tuple[str, ...] = ()
+  proposes: tuple[str, ...] = ()
   pick_rule: str = 'the best val accuracy'
 
   def init(self) -> dict:
