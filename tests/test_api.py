@@ -105,3 +105,29 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path):
   )
   with pytest.raises(UserError, match=r'hold the state of another search \(pbt\)'):
     population.run(GridSearch(1), pop)
+
+
+def test_a_models_own_hyperparameter_is_swept_like_the_tables(tmp_path):
+  from tests.test_models import LINEAR  # a linear model with an L1 penalty
+
+  result = api.search(
+    data=synthetic(),
+    space={'l1_reg': (0.0, 0.05), 'learning_rate': (0.5,)},
+    workdir=tmp_path,
+    model=LINEAR,
+    **SETTINGS,
+  )
+  rows = {r['l1_reg']: r for r in result.table}
+  assert set(rows) == {0.0, 0.05}
+  losses = {m.config['l1_reg']: m.history['train_loss'][-1] for m in result.members}
+  assert losses[0.05] > losses[0.0]  # the loss reads the member's own value
+  assert set(result.best_params) == {'w', 'b'}
+  with pytest.raises(UserError, match='l1_reg'):
+    api.search(
+      data=synthetic(),
+      space={'l1_reg': (-1.0,)},
+      workdir=tmp_path / 'refused',
+      model=LINEAR,
+      **SETTINGS,
+    )
+  assert not (tmp_path / 'refused').exists()

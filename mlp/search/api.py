@@ -32,7 +32,8 @@ from mlp import workdir as workdir_lib
 from mlp.data import Dataset
 from mlp.errors import UserError
 from mlp.progress import Progress
-from mlp.search import from_config, outputs, population, space
+from mlp.search import from_config, outputs, population
+from mlp.search import space as space_lib
 
 STUDY = 'optuna.db'  # a proposer's Optuna study (SQLite)
 OUTPUTS = (
@@ -83,14 +84,16 @@ def search(
     data: a `Dataset`, or arrays `(train_x, train_y, val_x, val_y, test_x,
       test_y)`: inputs `(N, ...)` (uint8 pixels are scaled to [0, 1], floats
       go in as they are), integer labels `(N,)` (`data.from_arrays`).
-    space: swept field -> its space (`mlp.search.space`: values, or a range).
+    space: swept field -> its space (`mlp.search.space`: values, or a range);
+      the fields of `hparams.SWEEPABLE` and the model's own hyperparameters.
     workdir: the output directory.
     strategy: 'grid', 'random', 'halving', 'hyperband' or 'pbt'.
     restart: delete a previous search's outputs in `workdir` first.
     model: the model every member is (`models.Model`; default the MLP).
     **settings: any other field of `configs/sweep.py` (`num_iters`,
       `batch_size`, `hidden_size`, `optimizer`, `num_samples`, `eta`,
-      `min_iters`, `max_iters`, ...).
+      `min_iters`, `max_iters`, ...), or a fixed value of one of the model's
+      own hyperparameters.
 
   Raises:
     UserError: for a bad setting, space, model or data, before anything is
@@ -98,7 +101,7 @@ def search(
   """
   from configs import sweep as sweep_config  # the fields and their defaults
 
-  config = sweep_config.get_config()
+  config = space_lib.with_extras(sweep_config.get_config(), model.hyperparams)
   unknown = sorted(set(settings) - set(config) | set(space) - set(config.sweep))
   if unknown:
     raise UserError(
@@ -140,6 +143,7 @@ def run(
     UserError: for a bad config or model, before anything is compiled or
       written.
   """
+  config = space_lib.with_extras(config, model.hyperparams)
   # Process 0 keeps a proposer's study in the workdir, the others in memory.
   study = f'sqlite:///{Path(workdir).absolute() / STUDY}'
   strategy, configs = _checked(
@@ -154,7 +158,9 @@ def _checked(config, dataset: Dataset, model: models.Model, study: str | None):
   """The strategy and members, every config checked, the model tried on
   abstract values (`models.check`), and memory for them."""
   num_train, num_val = len(dataset.train_labels), len(dataset.val_labels)
-  strategy, configs = from_config.strategy_and_members(config, num_train, study)
+  strategy, configs = from_config.strategy_and_members(
+    config, num_train, study, model.hyperparams
+  )
   for c in configs:
     hparams.validate(c, num_train=num_train, extra=model.hyperparams)
   groups = population.statics(configs, dataset, model)
@@ -208,7 +214,7 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
   state, rounds, best = population.run(strategy, pop)
   members = outputs.members(rounds, configs, strategy)
   best_member, best_params = best.member, best.params
-  swept = results_lib.columns(space.swept_values(config))
+  swept = results_lib.columns(space_lib.swept_values(config))
   chosen = results_lib.best_model(members, swept)
   # One seed: the driver's pick stands (an adaptive search's, among finishers).
   repeats = results_lib.has_repeats(members, swept)

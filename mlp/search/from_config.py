@@ -29,7 +29,10 @@ ADAPTIVE = (
 
 
 def strategy_and_members(
-  config: ml_collections.ConfigDict, num_train: int, study: str | None = None
+  config: ml_collections.ConfigDict,
+  num_train: int,
+  study: str | None = None,
+  extra: tuple[hparams.Field, ...] = (),
 ) -> tuple[Strategy, list[ml_collections.ConfigDict]]:
   """The strategy `config.search` names and each member's training config.
 
@@ -39,6 +42,7 @@ def strategy_and_members(
       default interval, and so population-based training's).
     study: where a proposer keeps its Optuna study (a storage URL such as
       `sqlite:///WORKDIR/optuna.db`); `None`: in memory.
+    extra: the model's own hyperparameters (`models.Model.hyperparams`).
 
   Raises:
     UserError: for a bad search setting or sweep value.
@@ -63,7 +67,7 @@ def strategy_and_members(
       _check_rungs(config)
     points = space.points(config)  # checked; a proposer asks its own
   if name == 'tpe':
-    strategy = _proposer(config, num_train, study)
+    strategy = _proposer(config, num_train, study, extra)
     points = [{}] * strategy.num_samples  # its members start as the base config
   configs = [space.model_config(config, p) for p in points]
   if name in ADAPTIVE:
@@ -137,7 +141,7 @@ def _pbt(config, points: list[dict], configs: list, num_train: int):
   return PopulationBasedTraining(points, ends, explore, config.seed)
 
 
-def _proposer(config, num_train: int, study: str | None):
+def _proposer(config, num_train: int, study: str | None, extra: tuple):
   """The model-based proposer over the space, every bound of it checked."""
   spaces = space.swept_values(config)
   if not spaces:
@@ -149,7 +153,9 @@ def _proposer(config, num_train: int, study: str | None):
     for value in (
       space.bounds(field_space) if space.is_range(field_space) else field_space
     ):
-      hparams.validate(space.model_config(config, {field: value}), num_train=num_train)
+      hparams.validate(
+        space.model_config(config, {field: value}), num_train=num_train, extra=extra
+      )
   return Proposer(
     spaces,
     num_samples=config.num_samples,

@@ -18,6 +18,10 @@ field between its range's bounds, or its values' smallest and largest).
 `num_samples` is 0; `'hyperband'` from as many draws as its brackets start;
 `'tpe'` asks `num_samples` points of the space from Optuna's TPE sampler
 (`proposer`).
+
+A model's own hyperparameters (`models.Model.hyperparams`) are swept the same
+way: `with_extras` names them in the config (`config.extra_hyperparams`, each
+field's name and type), so that every function here takes them too.
 """
 
 import itertools
@@ -64,6 +68,37 @@ def bounds(space: tuple) -> tuple[float, float]:
 
 
 SEARCHES = ('grid', 'random', 'halving', 'hyperband', 'pbt', 'tpe')
+EXTRAS = 'extra_hyperparams'  # the config field naming a model's own ones
+
+
+def with_extras(
+  config: ml_collections.ConfigDict, extra: tuple[hparams.Field, ...]
+) -> ml_collections.ConfigDict:
+  """`config` with a model's own hyperparameters declared: each one's type in
+  `config.extra_hyperparams`, its default where the config has no value, and
+  an empty space in `config.sweep` where it has none (a copy; `config` if
+  there are none)."""
+  if not extra:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config[EXTRAS] = {f.name: f.dtype.__name__ for f in extra}
+  for f in extra:
+    if f.name not in config:
+      config[f.name] = f.default
+    if 'sweep' in config and f.name not in config.sweep:
+      config.sweep[f.name] = ()
+  return config
+
+
+def _sweepable(config) -> tuple[str, ...]:
+  """The fields `config.sweep` may name: the table's and the model's own."""
+  return hparams.SWEEPABLE + tuple(config.get(EXTRAS, {}))
+
+
+def _integers(config) -> frozenset[str]:
+  """The integer fields among `_sweepable(config)`."""
+  extras = config.get(EXTRAS, {})
+  return hparams.INTEGER | {n for n, dtype in extras.items() if dtype == 'int'}
 
 
 def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
@@ -73,31 +108,30 @@ def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
     raise UserError(
       '--mode=sweep needs a config with a `sweep` field, e.g. --config=configs/sweep.py'
     )
-  spaces = {}
+  spaces, sweepable, integers = {}, _sweepable(config), _integers(config)
   for field, value in config.sweep.items():
-    if field not in hparams.SWEEPABLE:
+    if field not in sweepable:
       raise UserError(
-        f'config.sweep.{field} cannot be swept: choose among '
-        f'{", ".join(hparams.SWEEPABLE)}'
+        f'config.sweep.{field} cannot be swept: choose among {", ".join(sweepable)}'
       )
     if not isinstance(value, tuple | list):
       raise UserError(
         f"config.sweep.{field}={value!r} must be a tuple, e.g. --config.sweep.{field}='(1, 2)'"
       )
     if value:
-      spaces[field] = _space(field, tuple(value))
+      spaces[field] = _space(field, tuple(value), field in integers)
   return spaces
 
 
-def _space(field: str, value: tuple) -> tuple:
+def _space(field: str, value: tuple, integer: bool) -> tuple:
   """One field's space, checked (see the module docstring)."""
   if value[0] not in RANGES:
-    return tuple(_number(field, v) for v in value)
+    return tuple(_number(field, v, integer) for v in value)
   kind, *ends = value
-  integer = field in hparams.INTEGER
-  low, high = (_number(field, v) for v in ends) if len(ends) == 2 else (1, 0)
+  pair = len(ends) == 2
+  low, high = (_number(field, v, integer) for v in ends) if pair else (1, 0)
   if (
-    len(ends) != 2
+    not pair
     or not low <= high
     or (kind == 'log' and low <= 0)
     or (kind == 'int') != integer
@@ -112,9 +146,8 @@ def _space(field: str, value: tuple) -> tuple:
   return (kind, low, high)
 
 
-def _number(field: str, value):
+def _number(field: str, value, integer: bool):
   """A sweep value as its field's type; refuses words and fractional integers."""
-  integer = field in hparams.INTEGER
   number = isinstance(value, int | float) and not isinstance(value, bool)
   if not number or (integer and not float(value).is_integer()):
     kinds = 'whole numbers' if integer else 'numbers'
@@ -127,7 +160,9 @@ def _number(field: str, value):
   return int(value) if integer else float(value)
 
 
-def _random_points(spaces: dict[str, tuple], num_samples: int, seed: int) -> list[dict]:
+def _random_points(
+  spaces: dict[str, tuple], num_samples: int, seed: int, integers: frozenset[str]
+) -> list[dict]:
   """`num_samples` draws, field after field in the sweep's order (one
   generator from `seed`)."""
   rng = np.random.default_rng(seed)
@@ -142,7 +177,7 @@ def _random_points(spaces: dict[str, tuple], num_samples: int, seed: int) -> lis
       drawn = rng.uniform(space[1], space[2], num_samples)
     else:
       drawn = rng.integers(space[1], space[2] + 1, num_samples)
-    cast = int if field in hparams.INTEGER else float
+    cast = int if field in integers else float
     columns[field] = [cast(x) for x in drawn]
   return [{f: columns[f][i] for f in columns} for i in range(num_samples)]
 
@@ -178,7 +213,7 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
         f'config field num_samples={num_samples!r}: search={search} needs num_samples >= 1'
         + ('' if search in draws else ' (0: start from the grid)')
       )
-    result = _random_points(values, num_samples, config.seed)
+    result = _random_points(values, num_samples, config.seed, _integers(config))
   else:
     ranges = [f for f, space in values.items() if is_range(space)]
     if ranges:
@@ -203,5 +238,5 @@ def model_config(
   """The base config with one grid point's values (an unlocked copy)."""
   single = ml_collections.ConfigDict(config.to_dict())
   for field, value in point.items():
-    single[field] = int(value) if field in hparams.INTEGER else float(value)
+    single[field] = int(value) if field in _integers(config) else float(value)
   return single
