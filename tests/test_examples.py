@@ -62,3 +62,19 @@ def test_the_equinox_example_searches_a_partitioned_module(tmp_path):
   result = equinox_mlp.main(str(tmp_path / 'equinox'), tiny=True)
   check_search(result, equinox_mlp.EQUINOX_MLP, 2, (784,))
   assert isinstance(result.best_params, eqx.nn.MLP)  # its own pytree, arrays only
+
+
+def test_the_readmes_own_model_runs_as_written(tmp_path, monkeypatch, capsys):
+  """The README's "Use it on your own model" code, executed as it is there."""
+  readme = (REPO / 'README.md').read_text()
+  section = readme.split('## Use it on your own model', 1)[1]
+  code = section.split('```python\n', 1)[1].split('```', 1)[0]
+  monkeypatch.chdir(tmp_path)
+  namespace = {'__name__': 'readme'}
+  exec(compile(code, 'README.md', 'exec'), namespace)  # noqa: S102
+  result, picked = namespace['result'], namespace['picked']
+  assert len(result.table) == 8 and picked['steps'] == 600  # halving's last rung
+  assert picked['val_accuracy'] > 0.9  # softmax regression on MNIST: about 0.92
+  assert {r['l1_reg'] for r in result.table} <= {0.0, 1e-5, 1e-4}
+  assert (tmp_path / 'runs/softmax/results.csv').is_file()
+  assert str(picked['val_accuracy']) in capsys.readouterr().out
