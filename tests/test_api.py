@@ -101,7 +101,11 @@ def test_a_checkpoint_of_another_search_is_refused(tmp_path):
   trainer = loop.Trainer(tmp_path, 0, 1, Progress(1))
   trainer.finished = {population.SEARCH: {'fingerprint': {'name': 'pbt'}}}
   pop = population.Population(
-    [config], data.from_arrays(*(synthetic()[i : i + 2] for i in (0, 2, 4))), ('learning_rate',), trainer, lambda s: 1
+    [config],
+    data.from_arrays(*(synthetic()[i : i + 2] for i in (0, 2, 4))),
+    ('learning_rate',),
+    trainer,
+    lambda s: 1,
   )
   with pytest.raises(UserError, match=r'hold the state of another search \(pbt\)'):
     population.run(GridSearch(1), pop)
