@@ -15,7 +15,7 @@ from mlp import hparams
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.progress import plural
-from mlp.results import format_value, markdown_table
+from mlp.results import format_value
 
 NUM_TOP_ROWS = 10
 _TRAIN_PLOTS = (
@@ -223,7 +223,9 @@ def write_sweep_report(workdir: str | Path) -> Path:
   results_path = workdir / 'results.md'
   if not results_path.is_file():
     raise UserError(f'no results.md in {workdir}: {hint}')
-  table = results_path.read_text().strip().splitlines()
+  text = results_path.read_text().strip().splitlines()
+  caption = [x for x in text if x and not x.startswith('|')]
+  table = [x for x in text if x.startswith('|')]
   num_rows = len(table) - 2
   best = summary.get('best')
   swept = {field: values for field, values in config.get('sweep', {}).items() if values}
@@ -255,6 +257,8 @@ def write_sweep_report(workdir: str | Path) -> Path:
     '',
     *_top_heading(table[0], num_rows, config.get('train_eval_size')),
     '',
+    *caption[:1],
+    '',
     *table[: NUM_TOP_ROWS + 2],
     '',
     *_plot_section(workdir, _sweep_plots(workdir)),
@@ -275,50 +279,3 @@ def prefetch(module: str) -> threading.Thread:
   )
   thread.start()
   return thread
-
-
-def sweep_ending(
-  workdir: Path,
-  summary: dict,
-  header: tuple[str, ...],
-  table: list[dict],
-  swept: list[str],
-  write_plots: bool,
-) -> str:
-  """What a sweep prints at its end, as train does: the best model's val and
-  test accuracy, and where the tables, the report and the plots are.
-
-  Args:
-    workdir: the sweep's workdir.
-    summary: its `summary.json` (`num_models`, `best`, `sweep_seconds`, ...).
-    header: the columns of `results.md`.
-    table: the rows of `results.md`, best first.
-    swept: the hyperparameter columns (the best model's fields to show).
-    write_plots: whether `plots/` was written.
-
-  Returns:
-    The lines, ending in a newline: the top rows under a title, the best
-    model, `val_accuracy V  test_accuracy T`, and the paths.
-  """
-  noun = 'configuration' if 'val_accuracy_mean' in header else 'model'
-  shown = min(len(table), NUM_TOP_ROWS)
-  ranked = (
-    'mean val accuracy over the seeds' if noun == 'configuration' else 'val accuracy'
-  )
-  lines = [
-    f'Top {shown} of {plural(len(table), noun)} by {ranked} '
-    f'(every row in {workdir / "results.md"}):',
-    markdown_table(header, table[:NUM_TOP_ROWS]),
-  ]
-  best = summary.get('best')
-  if best:
-    fields = ', '.join(f'{f} {format_value(best[f])}' for f in swept if f in best)
-    lines += [
-      f'Best model: {fields}',
-      f'val_accuracy {best["val_accuracy"]:.4f}  test_accuracy {best["test_accuracy"]:.4f}',
-    ]
-  else:
-    lines.append('Every model diverged: lower the learning rates of the sweep.')
-  plots_note = f' and plots in {workdir / "plots"}/' if write_plots else ''
-  lines.append(f'Report: {workdir / "report.md"}{plots_note}')
-  return '\n'.join(lines) + '\n'

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from configs import sweep as sweep_lib
-from mlp import grid, loop
+from mlp import loop
 from mlp.errors import UserError
 from mlp.modes import sweep, train
+from mlp.search import space
 from tests.conftest import (
   REPO,
   SWEEP,
@@ -91,7 +92,7 @@ def test_each_model_equals_its_run_alone(cli_sweep, tmp_path, mnist_loaded_once)
   for row in checked:
     point = {f: float(row[f]) for f in GRID}
     alone_dir = tmp_path / '_'.join(row[f] for f in GRID)
-    result = train.run(grid.model_config(config, point), str(alone_dir))
+    result = train.run(space.model_config(config, point), str(alone_dir))
     assert float(row['val_accuracy']) == pytest.approx(
       result['val_accuracy'], abs=1e-9
     ), row
@@ -117,15 +118,22 @@ def test_results_files_follow_the_contract(cli_sweep):
     'train_accuracy',
     'final_loss',
     'diverged',
+    'steps',
+    'picked',
   ]
   accuracies = [float(r['val_accuracy']) for r in rows]
   assert accuracies == sorted(accuracies, reverse=True)
+  assert {r['steps'] for r in rows} == {'60'}
+  assert [r['picked'] for r in rows] == ['True'] + ['False'] * 7
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['num_models'] == 8
   assert summary['best']['val_accuracy'] == accuracies[0]
   assert 0 < summary['best']['test_accuracy'] <= 1
   assert {'sweep_seconds', 'compile_seconds'} <= set(summary)
-  assert (workdir / 'results.md').read_text().startswith('| hidden_size |')
+  caption, _, table = (workdir / 'results.md').read_text().split('\n', 2)
+  assert caption.startswith('Picked (`picked` = yes): model ')
+  assert caption.endswith(', by the best val accuracy.')
+  assert table.startswith('| hidden_size |')
   curves = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
   assert len(curves) == 8 and curves[0]['curves']['step'] == [20, 40, 60]
   assert len(curves[0]['curves']['val_accuracy']) == 3
@@ -165,7 +173,10 @@ def test_killed_and_resumed_equals_uninterrupted(cli_sweep, tmp_path):
   assert not (tmp_path / 'results.csv').exists()
   resumed = run_main(*SWEEP, f'--workdir={tmp_path}')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Resuming from' in resumed.stderr and '2 of 8 models done' in resumed.stderr
+  assert (
+    'Resuming from' in resumed.stderr
+    and '0 round(s) done, and 2 model(s) of the next' in resumed.stderr
+  )
   for name in ('results.csv', 'curves.jsonl'):
     assert (tmp_path / name).read_text() == (whole / name).read_text()
   for name, value in np.load(whole / 'best_params.npz').items():
