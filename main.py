@@ -82,6 +82,11 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   '--mode=benchmark never uses it: it measures compile time.',
 )
 flags.mark_flags_as_required(['workdir'])
+flags.register_validator(
+  'workdir',
+  lambda value: value is None or bool(value.strip()),
+  message='--workdir is empty: pass a directory for the run, e.g. --workdir=runs/NAME',
+)
 
 
 def _fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -98,11 +103,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
       _fail(error, 2)
     sys.exit(0)
   try:
-    remaining = flags.FLAGS(argv)
-    if _CONFIG.value is not None:
+    remaining = flags.FLAGS(cli.last_overrides(argv))
+    if cli.config_argument(argv) is not None:
       cli.usable(_CONFIG.value)  # A config file that failed to load raises only now.
-  except BrokenPipeError:
-    raise
+  except interrupt.Interrupted as e:
+    _fail('Interrupted while loading the flags and the --config file', e.exit_code)
   except Exception as e:  # noqa: BLE001 -- flags, overrides, config files
     _fail(cli.flag_error(e, argv, config_parser), 2)
   if _CONFIG.value is not None:
@@ -137,10 +142,7 @@ def _dispatch(mode: str) -> None:
 
     summary = train.run(config, _WORKDIR.value, restart=_RESTART.value)
     if summary['diverged']:
-      raise UserError(
-        f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} '
-        f'steps: lower --config.learning_rate (now {config.learning_rate:g})'
-      )
+      raise UserError(train.divergence_message(config, summary))
   elif mode == 'sweep':
     from mlp.modes import sweep
 
@@ -160,6 +162,16 @@ def _error_message(error: UserError) -> str:
   kept = checkpoint.describe_newest(Path(_WORKDIR.value))
   fix = 'free some space; ' if error.errno == errno.ENOSPC else ''
   return f'{error}; {fix}{kept}'
+
+
+def _interrupted_message(error: interrupt.Interrupted) -> str:
+  """The interruption's line; for train and sweep, also what the run keeps."""
+  if _MODE.value not in ('train', 'sweep'):
+    return 'Interrupted'
+  checkpoint = sys.modules.get('mlp.checkpoint')  # not imported: nothing started
+  if checkpoint is None or not Path(_WORKDIR.value).is_dir():
+    return error.message('nothing was written: the same command starts over')
+  return error.message(checkpoint.describe_newest(Path(_WORKDIR.value)))
 
 
 def main(argv: list[str]) -> None:
@@ -182,11 +194,12 @@ def main(argv: list[str]) -> None:
       compile_cache.enable(_COMPILATION_CACHE_DIR.value)
     _dispatch(_MODE.value)
   except interrupt.Interrupted as e:
-    _fail(
-      e.message() if _MODE.value in ('train', 'sweep') else 'Interrupted', e.exit_code
-    )
+    _fail(_interrupted_message(e), e.exit_code)
   except UserError as e:
     _fail(_error_message(e))
+  except BrokenPipeError:  # `main.py --mode=predict ... | head -1` stopped reading
+    cli.drop_stdout()
+    _fail('the output was cut short: its reader closed standard output early')
   except Exception as e:
     distributed = sys.modules.get('mlp.distributed')
     if distributed is None or (message := distributed.lost_peer(e)) is None:
@@ -200,4 +213,5 @@ def main(argv: list[str]) -> None:
 if __name__ == '__main__':
   # The TPU probe's "Unable to initialize backend" line is noise on CPU/GPU.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+  interrupt.install()  # before the flags: a config file may take a while to load
   app.run(main, flags_parser=_parse_flags)

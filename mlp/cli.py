@@ -293,7 +293,10 @@ def print_help(
     if argument is None:
       print("With --config=configs/NAME.py, --help lists that config's fields too.")
     else:
-      print(f'Config fields of {argument} (override with --config.FIELD=VALUE):')
+      print(
+        f'Config fields of {argument} (override with --config.FIELD=VALUE; '
+        'a field given twice takes the last value):'
+      )
       for name, value in config_fields.items():
         if not isinstance(value, ml_collections.ConfigDict) or not value:
           print(f'  {name} = {value!r}')
@@ -301,8 +304,52 @@ def print_help(
       print('\nTry --helpfull to get a list of all flags.')
     sys.stdout.flush()
   except BrokenPipeError:  # `main.py --help | head` stopped reading.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    drop_stdout()
   return None
+
+
+def drop_stdout() -> None:
+  """Sends the rest of stdout to /dev/null, after its reader closed it, so that
+  flushing it at exit raises nothing."""
+  os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def last_overrides(argv: list[str]) -> list[str]:
+  """`argv` with only the last of each repeated `--config.FIELD=VALUE`.
+
+  absl's config flags replace a scalar field's value but add a repeated tuple's
+  values to the earlier ones; here the last value wins for every field (as
+  --help says). `--config.FIELD` and `--noconfig.FIELD` (booleans) count as
+  that field's values too.
+
+  Args:
+    argv: the command line, the program's name first.
+
+  Returns:
+    The command line to parse.
+
+  Raises:
+    flags.Error: when a repeated field is given as `--config.FIELD VALUE`
+      (two arguments), whose value cannot be told from the next flag.
+  """
+  arguments = flag_arguments(argv)
+  last: dict[str, int] = {}
+  for i, argument in enumerate(arguments):
+    if match := re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', argument, re.DOTALL):
+      if match[1] in last and not (match[2] or '=' in arguments[last[match[1]]]):
+        raise flags.Error(
+          f'--config.{match[1]} is given more than once, once without "=": give it '
+          f'once, or each time as --config.{match[1]}=VALUE'
+        )
+      last[match[1]] = i
+  dropped = {
+    i
+    for i, argument in enumerate(arguments)
+    if (match := re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', argument, re.DOTALL))
+    and last[match[1]] != i
+  }
+  kept = [a for i, a in enumerate(arguments) if i not in dropped]
+  return [argv[0], *kept, *argv[len(arguments) + 1 :]]
 
 
 def mode_mismatch(

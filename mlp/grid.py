@@ -41,6 +41,7 @@ def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
       )
     if value:
       values[field] = tuple(_number(field, v) for v in value)
+      hparams.check_range(field, values[field])
   return values
 
 
@@ -104,15 +105,20 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
         f'config field num_samples={num_samples!r}: random search needs num_samples >= 1'
         + ('' if search == 'random' else ' (0: start from the grid)')
       )
+    hparams.check_num_models(num_samples, 'lower --config.num_samples')
     result = _random_points(values, num_samples, config.seed)
   else:
+    hparams.check_num_models(
+      math.prod(len(v) for v in values.values()), 'sweep fewer values'
+    )
     fields = list(values)
     result = [
       dict(zip(fields, combo, strict=True))
       for combo in itertools.product(*values.values())
     ]
+  base = config.to_dict()  # plain dicts: a ConfigDict per point is slow
   for point in result:
-    hparams.validate(model_config(config, point))
+    hparams.validate({**base, **point})
   return result
 
 

@@ -112,6 +112,7 @@ class RunWriter:
         f'{next(_FILE_NUMBERS):06d}'
       )
       events = [event_pb2.Event(wall_time=now, file_version='brain.Event:2'), *events]
+    workdir_lib.note_written(self._path)
     try:  # a record cut short by a full disk is skipped when read back
       with open(self._path, 'ab') as f:
         f.write(b''.join(_frame(e.SerializeToString()) for e in events))
@@ -140,6 +141,15 @@ class RunWriter:
           )
         ]
       )
+
+  def backfill(self, rows: Sequence[Mapping]) -> None:
+    """Writes the `SCALARS` of each evaluation in `rows` (as `metrics.jsonl`
+    holds them, in step order) that the run's events lack: those a damaged
+    event file lost, which TensorBoard would otherwise show as a gap."""
+    recorded = min((self.recorded.get(tag, -1) for tag in SCALARS), default=-1)
+    for row in rows:
+      if row['step'] > recorded:
+        self.scalars(row['step'], {tag: row[tag] for tag in SCALARS})
 
   def plugin_summary(self, tag: str, plugin: str, content: bytes) -> None:
     """Writes a plugin's summary once: nothing if the run already holds `tag`."""

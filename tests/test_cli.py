@@ -145,7 +145,10 @@ def test_help_with_a_config_lists_its_fields(args):
   result = run_main(*args)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
-  heading = 'Config fields of configs/default.py (override with --config.FIELD=VALUE):'
+  heading = (
+    'Config fields of configs/default.py (override with --config.FIELD=VALUE; '
+    'a field given twice takes the last value):'
+  )
   assert heading in lines
   fields = lines[lines.index(heading) + 1 :]
   assert '  hidden_size = 300' in fields and "  dataset = 'mnist'" in fields
@@ -313,7 +316,8 @@ def test_print_help_lists_the_fields_after_the_usage(capsys):
   assert cli.print_help(argv, FakeConfigParser(sweep_config()), usage) is None
   assert capsys.readouterr().out.splitlines() == [
     "usage {'shorthelp': False, 'writeto_stdout': True}",
-    'Config fields of c.py (override with --config.FIELD=VALUE):',
+    'Config fields of c.py (override with --config.FIELD=VALUE; a field given twice '
+    'takes the last value):',
     '  empty = {}',
     '',  # the repr of an empty ConfigDict ends in a newline
     '  hidden_size = 100',

@@ -4,8 +4,6 @@ A train workdir's `params.npz`, or a sweep workdir's `best_params.npz`,
 evaluated on the dataset of the workdir's `config.json` (or of `--config`).
 """
 
-from pathlib import Path
-
 import ml_collections
 
 from mlp import data, evaluation, model
@@ -25,20 +23,28 @@ def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
     `{'val_accuracy', 'test_accuracy', 'hidden_size', 'params'}` (`params`:
     the file evaluated).
   """
-  workdir = Path(workdir)
+  workdir = workdir_lib.check_name(workdir)
   if not workdir.is_dir():
     raise UserError(
       f'workdir {workdir} does not exist: train first with --mode=train '
       f'--workdir={workdir}'
     )
   path = workdir_lib.params_path(workdir)
-  params = workdir_lib.load_params(path)
+  params = workdir_lib.load_finite_params(path)
   if config is None:
     config_path = workdir / 'config.json'
     if not config_path.is_file():
       raise UserError(f'no config.json in {workdir}: pass --config=configs/NAME.py')
     config = ml_collections.ConfigDict(
       workdir_lib.read_json(config_path, fix='pass --config=configs/NAME.py')
+    )
+    source = str(config_path)
+  else:
+    source = 'the --config file'
+  if lacking := [name for name in data.CONFIG_FIELDS if name not in config]:
+    raise UserError(
+      f'{source} lacks the field(s) {", ".join(lacking)}: pass '
+      '--config=configs/NAME.py, a config that starts from configs/default.py'
     )
   dataset = data.from_config(config)
   problem = model.shape_problem(

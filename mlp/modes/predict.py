@@ -9,7 +9,6 @@ or mostly ink) is flagged, not just labelled.
 """
 
 import glob
-import json
 import os
 import sys
 from pathlib import Path
@@ -206,13 +205,13 @@ def run(
       that are not a 784-H-C network, or an unusable `save_preprocessed`.
   """
   paths = expand_paths(images)
-  directory = Path(workdir)
+  directory = workdir_lib.check_name(workdir)
   if not directory.is_dir():
     raise UserError(
       f'workdir {directory} does not exist: pass the --workdir of a train or sweep run'
     )
   path = workdir_lib.params_path(directory)
-  params = workdir_lib.load_params(path)
+  params = workdir_lib.load_finite_params(path)
   check_params(params, source=str(path))
   results = predict(params, paths)
   if save_preprocessed:
@@ -220,8 +219,8 @@ def run(
   readable = [r for r in results if 'error' not in r]
   if as_json:
     fields = ('path', 'label', 'probability', 'probabilities', 'flag', 'warning')
-    json.dump([{k: r[k] for k in fields} for r in readable], out, indent=2)
-    out.write('\n')
+    rows = [{k: r[k] for k in fields} for r in readable]
+    out.write(workdir_lib.dumps_json(rows, indent=2) + '\n')
   else:
     for r in readable:
       probability = '-' if r['probability'] is None else f'{r["probability"]:.4f}'

@@ -27,6 +27,7 @@ from mlp import (
   evaluation,
   grid,
   hparams,
+  interrupt,
   loop,
   model_axis,
   provenance,
@@ -1001,6 +1002,7 @@ def _finish(
   Models that trained further rank first (an adaptive search's survivors),
   then by validation accuracy, then by their place in the grid.
   """
+  interrupt.training_done()
   results = sorted(
     results,
     key=lambda r: (r.diverged, -r.search.get('steps', 0), -r.val_accuracy, r.index),

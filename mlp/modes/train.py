@@ -8,12 +8,14 @@ the newest one, with bitwise the same result as an uninterrupted run.
 
 import concurrent.futures
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from mlp import (
@@ -22,6 +24,7 @@ from mlp import (
   distributed,
   evaluation,
   hparams,
+  interrupt,
   loop,
   model,
   provenance,
@@ -125,6 +128,8 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     logging.info('Resuming from %s at step %d.', resume_from[0], step)
 
   events = tensorboard_events.RunWriter(events_path)
+  if step is not None:  # events a damaged event file lost are written again
+    events.backfill(_read_metrics(metrics_path))
 
   def on_evaluation(metrics: dict) -> None:
     metrics['epoch'] = metrics['step'] / static.iters_per_epoch
@@ -150,15 +155,17 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     on_evaluation=on_evaluation,
     stop_on_divergence=True,
   )
+  interrupt.training_done()
   progress.close()
   train_seconds = progress.elapsed()
   last = outcome.history[-1]
+  start_loss = float(np.ravel(outcome.start_loss)[0])
   if outcome.diverged:
     logging.error(
-      'Training diverged at step %d (loss %s): lower learning_rate (now %g).',
+      'Training diverged at step %d (loss %s): %s.',
       last['step'],
       last['train_loss'],
-      config.learning_rate,
+      hparams.divergence_fix(config, math.isfinite(start_loss)),
     )
 
   finish_started = time.perf_counter()
@@ -175,6 +182,7 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
     'test_accuracy': final.accuracy('test'),
     'train_accuracy': final.accuracy('train'),
     'final_loss': last['train_loss'],
+    'start_loss': start_loss,
     'diverged': outcome.diverged,
     'steps': steps,
     'num_params': model.num_params(params),
@@ -206,6 +214,29 @@ def _train(config, workdir: Path, restart: bool, dataset, static, started) -> di
   plots_note = f' and plots in {workdir / "plots"}/' if config.write_plots else ''
   print(f'Report: {workdir / "report.md"}{plots_note}')
   return summary
+
+
+def divergence_message(config: ml_collections.ConfigDict, summary: dict) -> str:
+  """The `Error:` line of a run that diverged: its loss and the field to lower."""
+  start_loss = summary['start_loss']
+  fix = hparams.divergence_fix(
+    config, start_loss is not None and math.isfinite(start_loss)
+  )
+  return (
+    f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} '
+    f'steps: {fix}'
+  )
+
+
+def _read_metrics(metrics_path: Path) -> list[dict]:
+  """The evaluations in `metrics.jsonl` (NaN and infinities restored)."""
+  if not metrics_path.is_file():
+    return []
+  return [
+    workdir_lib.loads_json(line)
+    for line in metrics_path.read_text().splitlines()
+    if line.strip()
+  ]
 
 
 def _elapsed_before(metrics_path: Path) -> float:
