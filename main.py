@@ -97,6 +97,13 @@ def _fail(message: str, exit_code: int = 1) -> NoReturn:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with every mistake in flags or config files as one line."""
+  try:
+    return _parse_flags_or_fail(argv)
+  except interrupt.Interrupted as e:  # Ctrl-C while a config file loads
+    _fail('Interrupted while loading the flags and the --config file', e.exit_code)
+
+
+def _parse_flags_or_fail(argv: list[str]) -> list[str]:
   config_parser = flags.FLAGS['config'].parser
   if cli.help_asked(argv):
     if error := cli.print_help(argv, config_parser, app.usage):
@@ -106,8 +113,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     remaining = flags.FLAGS(cli.last_overrides(argv))
     if cli.config_argument(argv) is not None:
       cli.usable(_CONFIG.value)  # A config file that failed to load raises only now.
-  except interrupt.Interrupted as e:
-    _fail('Interrupted while loading the flags and the --config file', e.exit_code)
   except Exception as e:  # noqa: BLE001 -- flags, overrides, config files
     _fail(cli.flag_error(e, argv, config_parser), 2)
   if _CONFIG.value is not None:

@@ -90,7 +90,10 @@ def usable(config: object) -> ml_collections.ConfigDict:
   if not isinstance(config, ml_collections.ConfigDict):
     # ml_collections' stand-in for a file that failed to load raises its error.
     getattr(config, 'keys', None)
-    raise TypeError(f'get_config() returned {type(config).__name__}, not a ConfigDict')
+    returned = 'None' if config is None else type(config).__name__
+    raise TypeError(
+      f'get_config() returned {returned}, not a ConfigDict: end it with `return config`'
+    )
   return config
 
 

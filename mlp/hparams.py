@@ -298,10 +298,11 @@ def validate(config: Mapping, num_train: int | None = None) -> None:
       or the fields the config lacks.
   """
   if lacking := missing(config):
+    more = f' and {len(lacking) - 5} more' if len(lacking) > 5 else ''
     raise UserError(
-      f'the config lacks the field(s) {", ".join(lacking)}: start its get_config() '
-      'from the defaults (from configs import default; config = default.get_config()) '
-      'or set them'
+      f'the config lacks the field(s) {", ".join(lacking[:5])}{more}: start its '
+      'get_config() from the defaults (from configs import default; '
+      'config = default.get_config()) or set them'
     )
   for field in FIELDS.values():
     field.check(config[field.name])

@@ -10,6 +10,7 @@ not wait. `main.py` turns `Interrupted` into one `Error:` line and exit code
 """
 
 import contextlib
+import os
 import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -45,9 +46,15 @@ class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not a
 
 def training_done() -> None:
   """Marks the end of training: a signal from now on interrupts the writing
-  of the results, not training (the message says so)."""
+  of the results, not training (the message says so).
+
+  For tests, `MLP_STOP_AFTER_TRAINING=1` stops the process here (SIGSTOP), so
+  that a signal can be sent at this known point.
+  """
   global finished
   finished = True
+  if os.environ.get('MLP_STOP_AFTER_TRAINING') == '1':
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _handler(signum, frame):

@@ -45,15 +45,24 @@ def model_run(index: int) -> str:
 
 
 def _records(path: Path) -> Iterator[bytes]:
-  """The complete TFRecord payloads of an event file (a torn tail is skipped)."""
+  """The TFRecord payloads of an event file up to the first torn or damaged
+  one (a checksum that does not match), where TensorBoard stops reading too."""
+  from tensorboardX.record_writer import masked_crc32c
+
   data = path.read_bytes()
   position = 0
   while position + 12 <= len(data):
-    (length,) = struct.unpack('<Q', data[position : position + 8])
+    header = data[position : position + 8]
+    (length,) = struct.unpack('<Q', header)
     end = position + 12 + length + 4
     if end > len(data):
       return
-    yield data[position + 12 : position + 12 + length]
+    payload = data[position + 12 : position + 12 + length]
+    if struct.unpack('<I', data[position + 8 : position + 12])[0] != masked_crc32c(
+      header
+    ) or struct.unpack('<I', data[end - 4 : end])[0] != masked_crc32c(payload):
+      return
+    yield payload
     position = end
 
 

@@ -382,7 +382,8 @@ def load_finite_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
   bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
   if bad:
     raise UserError(
-      f'the params in {path} are not finite ({", ".join(sorted(bad))} hold NaN or '
+      f'the params in {path} are not finite ({", ".join(sorted(bad))} '
+      f'{"hold" if len(bad) > 1 else "holds"} NaN or '
       'infinity): the run that wrote them diverged; train again with --restart and '
       'smaller values (its summary.json and its log name the field to lower)'
     )

@@ -332,6 +332,6 @@ def test_print_help_returns_the_error_of_a_config_that_fails_to_load(capsys):
   line = cli.print_help(argv, FakeConfigParser(5), print)
   assert line == (
     'cannot load the --config file c.py: TypeError: '
-    'get_config() returned int, not a ConfigDict'
+    'get_config() returned int, not a ConfigDict: end it with `return config`'
   )
   assert capsys.readouterr().out == ''
