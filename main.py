@@ -25,7 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 # JAX and the modes are imported in `_dispatch`, so that `--help` stays fast.
-from mlp import cli, compile_cache, interrupt
+from mlp import cli, compile_cache, interrupt, preflight
 from mlp.errors import UserError
 
 MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
@@ -86,6 +86,12 @@ flags.register_validator(
   'workdir',
   lambda value: value is None or bool(value.strip()),
   message='--workdir is empty: pass a directory for the run, e.g. --workdir=runs/NAME',
+)
+flags.register_validator(
+  'num_processes',
+  lambda value: value is None or value >= 1,
+  message='--num_processes must be at least 1 (the processes of the run, this one '
+  'included)',
 )
 
 
@@ -160,10 +166,12 @@ def _dispatch(mode: str) -> None:
 
 def _error_message(error: UserError) -> str:
   """The error's line; after a failed write, also what the run keeps."""
-  from mlp import checkpoint, workdir
+  from mlp import workdir
 
   if not isinstance(error, workdir.WriteError) or _MODE.value not in ('train', 'sweep'):
     return str(error)
+  from mlp import checkpoint  # JAX: only once a run has written
+
   kept = checkpoint.describe_newest(Path(_WORKDIR.value))
   fix = 'free some space; ' if error.errno == errno.ENOSPC else ''
   return f'{error}; {fix}{kept}'
@@ -186,6 +194,7 @@ def main(argv: list[str]) -> None:
     )
   interrupt.install()
   try:
+    preflight.check(_MODE.value, _CONFIG.value)  # before JAX is imported
     from mlp import distributed
 
     distributed.initialize(

@@ -339,7 +339,7 @@ def last_overrides(argv: list[str]) -> list[str]:
   last: dict[str, int] = {}
   for i, argument in enumerate(arguments):
     if match := re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', argument, re.DOTALL):
-      if match[1] in last and not (match[2] or '=' in arguments[last[match[1]]]):
+      if match[1] in last and not (match[2] and '=' in arguments[last[match[1]]]):
         raise flags.Error(
           f'--config.{match[1]} is given more than once, once without "=": give it '
           f'once, or each time as --config.{match[1]}=VALUE'
