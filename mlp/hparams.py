@@ -359,13 +359,13 @@ def divergence_fix(config: Mapping, start_loss_finite: bool) -> str:
 
   Returns:
     E.g. 'lower --config.l2_reg (now 1e+30)': the initial scale when the
-    loss was not finite before the first step; `l2_reg` when the penalty's
-    own step (`learning_rate * l2_reg`) exceeds 1, which makes the weights
-    grow at every step; else the learning rate.
+    loss was not finite before the first step; `l2_reg` when it exceeds 1
+    and the penalty's own step (`learning_rate * l2_reg`) does too, which
+    makes the weights grow at every step; else the learning rate.
   """
   if not start_loss_finite and config['init'] == 'normal':
     name = 'init_std'
-  elif config['learning_rate'] * config['l2_reg'] > 1:
+  elif config['l2_reg'] > 1 and config['learning_rate'] * config['l2_reg'] > 1:
     name = 'l2_reg'
   else:
     name = 'learning_rate'

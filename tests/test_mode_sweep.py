@@ -268,7 +268,7 @@ def test_sharded_over_four_devices_equals_one_device(cli_sweep, tmp_path):
 @pytest.mark.parametrize(
   'field, value, expected',
   [
-    ('sweep.learning_rate', (0.1, -1.0), 'learning_rate=-1.0'),
+    ('sweep.learning_rate', (0.1, -1.0), r'config.sweep.learning_rate holds -1\.0'),
     ('search', 'bayes', 'search'),
     ('search', 'random', 'num_samples'),
     ('models_per_chunk', -1, 'models_per_chunk'),

@@ -422,7 +422,9 @@ def test_a_search_too_large_to_build_is_refused_at_once(tmp_path):
 
 
 @pytest.mark.xdist_group('trained_workdir')
-def test_messages_say_what_happened_and_name_the_field(trained_workdir, tmp_path):
+def test_messages_say_what_happened_and_name_the_field(
+  trained_workdir, tmp_path, monkeypatch
+):
   none = tmp_path / 'none.py'
   none.write_text('def get_config():\n  return None\n')
   loading = tmp_path / 'loading.py'  # Ctrl-C while the config file loads
@@ -462,6 +464,8 @@ def test_messages_say_what_happened_and_name_the_field(trained_workdir, tmp_path
   assert (
     hparams.divergence_fix(config, True) == 'lower --config.learning_rate (now 0.3)'
   )
+  monkeypatch.setattr(interrupt, 'position', None)
+  monkeypatch.setattr(interrupt, 'finished', False)
   assert (
     interrupt.Interrupted(2).message('kept')
     == 'Interrupted before training started; kept'

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlp import grid, search
+from mlp import workdir as workdir_lib
 from mlp.modes import sweep, train
 from mlp.step import core
 from tests.conftest import SWEEP, error_lines, make_hparams, run_main, start_main
@@ -136,7 +137,9 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert list(rows[0])[-2:] == ['rung', 'steps']
   curves = {
     r['model']: r['curves']
-    for r in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
+    for r in map(
+      workdir_lib.loads_json, (workdir / 'curves.jsonl').read_text().splitlines()
+    )
   }
   # Rung 0: every model evaluated at step 20; the survivors are the top 4.
   ranked = sorted(
