@@ -8,8 +8,11 @@ library callers; this module only runs the checks early.
 """
 
 import ml_collections
+from absl import logging
 
 from mlp import grid, hparams, search
+
+_SAY_WHEN = 1000  # models, about a second of building configs
 
 
 def check(mode: str, config: ml_collections.ConfigDict | None) -> None:
@@ -33,5 +36,7 @@ def check(mode: str, config: ml_collections.ConfigDict | None) -> None:
         field.check(config.get(field.name, field.default))
     if name == 'hyperband':  # its brackets set the number of draws
       grid.swept_values(config)
-    else:
-      grid.points(config)  # every model's config checked, their number bounded
+      return
+    num_models = len(grid.points(config))  # each model checked, their number bounded
+    if num_models >= _SAY_WHEN:  # their configs take seconds to build: say so
+      logging.info('Sweep of %d models: building their configs.', num_models)
