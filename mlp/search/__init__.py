@@ -9,4 +9,6 @@
 - `from_config`: the strategy and members a sweep config asks for.
 - `outputs`: each member's result, and the workdir's tables, summary,
   events, plots and report.
+- `single`: one model trained alone (`--mode=train`), on the same engine.
+- `api`: the public entry points (`search`, `run`, `train`).
 """

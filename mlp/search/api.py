@@ -15,6 +15,11 @@ members of `config.sweep` (`from_config`), trained by the population driver
 (`population`), then the workdir's files (`outputs`). It validates
 everything before it creates the workdir, takes the workdir's lock, and
 resumes from the workdir's checkpoint when it holds the same search.
+
+`train` is one model alone, what `--mode=train` calls (`single.run`): the
+same engine and model functions as a search's members, with the train
+workdir's files (`params.npz`, `metrics.jsonl`, a checkpoint per evaluation).
+Every entry takes `model=` (`models.Model`; the MLP by default).
 """
 
 import dataclasses
@@ -32,7 +37,7 @@ from mlp import workdir as workdir_lib
 from mlp.data import Dataset
 from mlp.errors import UserError
 from mlp.progress import Progress
-from mlp.search import from_config, outputs, population
+from mlp.search import from_config, outputs, population, single
 from mlp.search import space as space_lib
 
 STUDY = 'optuna.db'  # a proposer's Optuna study (SQLite)
@@ -67,6 +72,10 @@ class Result:
   members: list[outputs.ModelResult]
   summary: dict
   workdir: Path
+
+
+# One model trained alone (`--mode=train`): a config, its data, a workdir.
+train = single.run
 
 
 def search(
