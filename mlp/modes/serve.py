@@ -1,0 +1,49 @@
+"""`--mode=serve`: a page to draw a digit on, read by a workdir's model as you draw.
+
+  python main.py --mode=serve --workdir=runs/default [--port=8000] [--host=127.0.0.1]
+
+The model (a train workdir's `params.npz`, or a sweep workdir's best) is
+loaded once; the page and `POST /api/predict` read pictures with the code
+path of `--mode=predict` (`mlp.classifier`); `mlp.web` is the server. The
+workdir is only read. The server listens on 127.0.0.1 unless `--host` says
+otherwise, and warns when it does; Ctrl-C stops it (`main.py`: exit 130).
+"""
+
+import sys
+from typing import TextIO
+
+from mlp import classifier, web
+
+
+def run(
+  workdir: str,
+  port: int = 8000,
+  host: str = '127.0.0.1',
+  out: TextIO = sys.stdout,
+  err: TextIO = sys.stderr,
+) -> None:
+  """Serves the page of `workdir`'s model until interrupted.
+
+  Args:
+    workdir: a train or sweep workdir.
+    port: the port to listen on; 0 for a free one.
+    host: the address to listen on.
+    out: where the URL to open is printed (one line).
+    err: where the warning about listening beyond this machine goes.
+
+  Raises:
+    UserError: for a workdir without usable params, or a host or port the
+      server cannot listen on.
+  """
+  app = web.App(classifier.load(workdir))
+  with web.make_server(app, host, port) as server:
+    if not web.is_loopback(server):
+      err.write(
+        f'Warning: --host={host} lets every machine that reaches this one on port '
+        f'{server.server_address[1]} use the page (there is no login); '
+        'leave --host out to serve this machine only\n'
+      )
+      err.flush()
+    out.write(f'Serving {app.classifier.path} at {web.url(server)} (Ctrl-C stops it)\n')
+    out.flush()
+    server.serve_forever()
