@@ -75,6 +75,7 @@ digitPage.settled().then(async (reading) => {
     seen: box(document.getElementById('seen')),
     viewport: {width: window.innerWidth, height: window.innerHeight},
     scrollWidth: document.documentElement.scrollWidth,
+    resources: performance.getEntriesByType('resource').map((entry) => entry.name),
     png: await digitPage.sentPNG(),
   };
 })
@@ -274,7 +275,8 @@ def draw_digit(
     (`reading`, the server's reply; `label`, `probability` and each of the
     `bars` as shown; `warnings`; the boxes of `pad`, `seen` and each bar, in
     CSS pixels; `viewport`; `scrollWidth`; `png`, the base64 PNG the page
-    sent), and a screenshot of the viewport.
+    sent; `resources`, every address the page fetched), and a screenshot of
+    the viewport.
   """
   with browser(window=size) as page:
     page.call(

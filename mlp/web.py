@@ -238,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
     """The base class's errors (a malformed request line, a header too long,
     a timeout) as JSON too; the connection is closed after them."""
     self.close_connection = True
+    if self.request_version == 'HTTP/0.9':  # a garbled request line: long gone
+      self.request_version = 'HTTP/1.0'  # (0.9 would leave out the status line)
     if getattr(self, 'headers', None) is None:
       self.headers = http.client.HTTPMessage()
     status = http.HTTPStatus(code)
@@ -249,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
   daemon_threads = True  # a stopped server does not wait for open connections
+  # Connections waiting to be accepted; socketserver's 5 resets a burst of
+  # requests (several tabs, a script's parallel requests).
+  request_queue_size = 128
   app: App
 
   def server_bind(self) -> None:

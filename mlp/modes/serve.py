@@ -10,19 +10,20 @@ otherwise, and warns when it does; Ctrl-C stops it (`main.py`: exit 130).
 """
 
 import sys
+from http.server import ThreadingHTTPServer
 from typing import TextIO
 
 from mlp import classifier, web
 
 
-def run(
+def start(
   workdir: str,
   port: int = 8000,
   host: str = '127.0.0.1',
   out: TextIO = sys.stdout,
   err: TextIO = sys.stderr,
-) -> None:
-  """Serves the page of `workdir`'s model until interrupted.
+) -> ThreadingHTTPServer:
+  """Loads `workdir`'s model and listens; prints the URL to open.
 
   Args:
     workdir: a train or sweep workdir.
@@ -31,19 +32,32 @@ def run(
     out: where the URL to open is printed (one line).
     err: where the warning about listening beyond this machine goes.
 
+  Returns:
+    The server, listening but not yet serving (`serve_forever()`).
+
   Raises:
     UserError: for a workdir without usable params, or a host or port the
       server cannot listen on.
   """
   app = web.App(classifier.load(workdir))
-  with web.make_server(app, host, port) as server:
-    if not web.is_loopback(server):
-      err.write(
-        f'Warning: --host={host} lets every machine that reaches this one on port '
-        f'{server.server_address[1]} use the page (there is no login); '
-        'leave --host out to serve this machine only\n'
-      )
-      err.flush()
-    out.write(f'Serving {app.classifier.path} at {web.url(server)} (Ctrl-C stops it)\n')
-    out.flush()
+  server = web.make_server(app, host, port)
+  if not web.is_loopback(server):
+    err.write(
+      f'Warning: --host={host} lets every machine that reaches this one on port '
+      f'{server.server_address[1]} use the page (there is no login); '
+      'leave --host out to serve this machine only\n'
+    )
+    err.flush()
+  out.write(f'Serving {app.classifier.path} at {web.url(server)} (Ctrl-C stops it)\n')
+  out.flush()
+  return server
+
+
+def run(workdir: str, port: int = 8000, host: str = '127.0.0.1') -> None:
+  """`--mode=serve`: `start`, then serves until interrupted (Ctrl-C, SIGTERM).
+
+  Raises:
+    UserError: as `start`.
+  """
+  with start(workdir, port, host) as server:
     server.serve_forever()
