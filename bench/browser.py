@@ -308,14 +308,24 @@ def draw_digit(
 def serving(workdir: str | Path):
   """`main.py --mode=serve --workdir=WORKDIR --port=0`: yields its URL."""
   repo = Path(__file__).resolve().parent.parent
-  with subprocess.Popen(
-    [sys.executable, 'main.py', '--mode=serve', f'--workdir={workdir}', '--port=0'],
-    cwd=repo,
-    stdout=subprocess.PIPE,
-    text=True,
-  ) as server:
+  with (
+    tempfile.TemporaryFile('w+') as log,  # the access log, shown if it fails
+    subprocess.Popen(
+      [sys.executable, 'main.py', '--mode=serve', f'--workdir={workdir}', '--port=0'],
+      cwd=repo,
+      stdout=subprocess.PIPE,
+      stderr=log,
+      text=True,
+    ) as server,
+  ):
     try:
-      yield _line_matching(server.stdout, r'(http://\S+/)').group(1)
+      try:
+        url = _line_matching(server.stdout, r'(http://\S+/)').group(1)
+      except RuntimeError:
+        server.wait()
+        log.seek(0)
+        sys.exit(log.read().strip().splitlines()[-1])
+      yield url
     finally:
       server.terminate()
 
