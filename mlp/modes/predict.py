@@ -5,7 +5,7 @@ Any picture is first turned into what MNIST's creators made of their scans
 dropped, the digit's ink fitted to 20x20 and centred in a 28x28 field. A
 photo of a digit on paper or a board, a drawing on a transparent canvas and an
 MNIST image itself all end up alike. A picture without a digit to see (blank,
-or mostly ink) is flagged, not just labelled.
+mostly ink, or two digits side by side) is flagged, not just labelled.
 """
 
 import glob
