@@ -52,7 +52,7 @@ new Promise((resolve) => {
 
 # What the serve page shows once the reading of the latest drawing is in.
 _SHOWN = """
-digitPage.settled().then(async (reading) => {
+digitPage.settled(%(after)d).then(async (reading) => {
   const box = (element) => {
     const r = element.getBoundingClientRect();
     return {left: r.left, top: r.top, width: r.width, height: r.height};
@@ -260,8 +260,11 @@ def hparams_page(
 
 
 def draw_digit(
-  url: str, strokes=SEVEN, size: tuple[int, int] = PHONE
-) -> tuple[dict, bytes]:
+  url: str,
+  strokes=SEVEN,
+  size: tuple[int, int] = PHONE,
+  upload: str | Path | None = None,
+) -> tuple[dict, bytes, dict | None]:
   """Draws `strokes` on the serve page at `url`, at a phone's size.
 
   Args:
@@ -269,14 +272,17 @@ def draw_digit(
     strokes: polylines in the canvas's [0, 1] coordinates; each is drawn with
       the left button held, through points about 4 CSS pixels apart.
     size: the viewport in CSS pixels (a phone's: the page's mobile layout).
+    upload: a picture to give the page's "Upload a photo" afterwards.
 
   Returns:
-    `(shown, png)`: what the page shows once the reading of the drawing is in
+    `(shown, png, uploaded)`: what the page shows once the reading of the
+    drawing is in
     (`reading`, the server's reply; `label`, `probability` and each of the
     `bars` as shown; `warnings`; the boxes of `pad`, `seen` and each bar, in
     CSS pixels; `viewport`; `scrollWidth`; `png`, the base64 PNG the page
-    sent; `resources`, every address the page fetched), and a screenshot of
-    the viewport.
+    sent; `resources`, every address the page fetched), a screenshot of the
+    viewport, and what the page shows once the reading of `upload` is in
+    (`None` without `upload`).
   """
   with browser(window=size) as page:
     page.call(
@@ -300,8 +306,16 @@ def draw_digit(
           t = step / steps
           page.mouse('mouseMoved', x0 + t * (x1 - x0), y0 + t * (y1 - y0), True)
       page.mouse('mouseReleased', *points[-1], pressed=False)
-    shown = page.evaluate(_SHOWN)
-    return shown, page.screenshot()
+    shown = page.evaluate(_SHOWN % {'after': 1})
+    png = page.screenshot()
+    if upload is None:
+      return shown, png, None
+    count = page.evaluate('digitPage.readings')
+    root = page.call('DOM.getDocument')['root']['nodeId']
+    field = page.call('DOM.querySelector', {'nodeId': root, 'selector': '#photo'})
+    files = {'files': [str(Path(upload).resolve())], 'nodeId': field['nodeId']}
+    page.call('DOM.setFileInputFiles', files)
+    return shown, png, page.evaluate(_SHOWN % {'after': count + 1})
 
 
 @contextlib.contextmanager
@@ -340,7 +354,7 @@ def main(argv: list[str]) -> None:
     print(f'{len(names)} models on the page: {", ".join(names)}')
   else:
     with serving(workdir) as url:
-      shown, png = draw_digit(url)
+      shown, png, _ = draw_digit(url)
     print(f'the page reads {shown["label"]} ({shown["probability"]})')
   Path(out).write_bytes(png)
 

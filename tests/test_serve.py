@@ -312,10 +312,11 @@ def test_a_port_in_use_and_a_foreign_host_are_refused(served):
   assert out.getvalue().endswith(f'at http://127.0.0.1:{port}/ (Ctrl-C stops it)\n')
 
 
-def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, tmp_path):
+def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, mnist, tmp_path):
   """The strokes of a seven, drawn with the mouse at a phone's size: the page
   shows `--mode=predict`'s reading of the PNG it sent, and the screenshot
-  shows the canvas and the bars."""
+  shows the canvas and the bars. Then a photo of two digits, uploaded: its
+  reading and its warning."""
   from bench import browser
 
   if browser.chromium() is None:
@@ -323,7 +324,11 @@ def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, tmp_path):
   pytest.importorskip('websocket', reason='websocket-client drives Chromium')
   workdir, _, server = served
   server.connection().close()  # started, if a test stopped it
-  shown, screenshot = browser.draw_digit(server.url)
+  pair = np.zeros((28, 84), np.uint8)  # two digits side by side, for the upload
+  pair[:, :28], pair[:, 56:] = (mnist.test_images[i].reshape(28, 28) for i in (0, 1))
+  photo = tmp_path / 'two digits.png'
+  Image.fromarray(255 - pair).resize((420, 140)).save(photo)
+  shown, screenshot, uploaded = browser.draw_digit(server.url, upload=photo)
 
   sent = tmp_path / 'sent.png'
   sent.write_bytes(base64.b64decode(shown['png']))
@@ -367,6 +372,35 @@ def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, tmp_path):
   # The tallest bar in the page's colour for it (#d9480f).
   np.testing.assert_allclose(region(best).mean(axis=0), (0xD9, 0x48, 0x0F), atol=12)
   assert region(shown['seen']).mean() > 10  # the 28x28 image the model saw
+
+  expected = predict_mode(workdir, photo)
+  assert expected['flag'] == 'several marks'
+  assert_same_reading(uploaded['reading'], expected)
+  assert uploaded['label'] == str(expected['label'])
+  assert uploaded['warnings'] == [expected['warning']]
+  assert [float(bar['probability']) for bar in uploaded['bars']] == expected[
+    'probabilities'
+  ]
+
+
+def test_the_model_card_of_a_sweep_is_its_best_model(trained_workdir, tmp_path):
+  """A sweep workdir: its best params, the best model's accuracies, and its
+  config (the grid's fields set to the best model's values, no grid)."""
+  sweep = tmp_path / 'sweep'
+  sweep.mkdir()
+  shutil.copy(trained_workdir[0] / 'params.npz', sweep / 'best_params.npz')
+  config = json.loads((trained_workdir[0] / 'config.json').read_text())
+  config['sweep'] = {'hidden_size': [8, 16], 'learning_rate': [0.1, 0.3]}
+  (sweep / 'config.json').write_text(json.dumps(config))
+  best = {'hidden_size': 16, 'learning_rate': 0.1, 'seed': 0}
+  best |= {'val_accuracy': 0.25, 'test_accuracy': 0.5}
+  (sweep / 'summary.json').write_text(json.dumps({'num_models': 4, 'best': best}))
+  card = classifier.model_card(classifier.load(sweep))
+  assert card['name'] == 'sweep (best of the sweep)'
+  assert card['params'] == 'best_params.npz' and card['layers'] == [784, 16, 10]
+  assert (card['val_accuracy'], card['test_accuracy']) == (0.25, 0.5)
+  assert 'sweep' not in card['config'] and card['config']['learning_rate'] == 0.1
+  assert ['learning_rate', 0.1] in card['options']
 
 
 def test_ctrl_c_stops_the_server_with_one_line(served):

@@ -17,6 +17,7 @@ let pending = 0; // requests in flight
 let sentBlob = null; // the PNG of the latest reading shown
 let waiting = []; // `settled()` promises to resolve once nothing is pending
 let generation = 0; // counts clears, undos and photos: older readings are stale
+let readings = 0; // readings shown so far
 
 function paint() {
   context.fillStyle = '#fff';
@@ -132,6 +133,7 @@ async function read(blob, type, isDrawing) {
     error = String(failure.message || failure);
   }
   if (sentAt !== generation) return;
+  readings++;
   sentBlob = isDrawing && !error ? blob : null;
   showReading(reply);
   if (error) showWarnings([], error);
@@ -139,9 +141,9 @@ async function read(blob, type, isDrawing) {
 
 function settle() {
   if (pending) return;
-  const done = waiting;
-  waiting = [];
-  for (const resolve of done) resolve(lastReading);
+  const done = waiting.filter(([after]) => readings >= after);
+  waiting = waiting.filter(([after]) => readings < after);
+  for (const [, resolve] of done) resolve(lastReading);
 }
 
 // The bars, built once: one per class.
@@ -294,15 +296,19 @@ const modelReady = new Promise((resolve) => {
 });
 
 window.digitPage = {
-  // Resolves with the reading of the latest drawing once nothing is pending.
-  settled() {
+  // Resolves with the reading shown once nothing is pending (and at least
+  // `after` readings have been shown).
+  settled(after = 0) {
     return modelReady.then(
       () =>
         new Promise((resolve) => {
-          waiting.push(resolve);
+          waiting.push([after, resolve]);
           settle();
         }),
     );
+  },
+  get readings() {
+    return readings;
   },
   // The PNG of the drawing whose reading is shown, base64.
   sentPNG() {
