@@ -270,7 +270,7 @@ def draw_digit(
   Args:
     url: the page (`main.py --mode=serve` prints it).
     strokes: polylines in the canvas's [0, 1] coordinates; each is drawn with
-      the left button held, through points about 4 CSS pixels apart.
+      the left button held, through points about 8 CSS pixels apart.
     size: the viewport in CSS pixels (a phone's: the page's mobile layout).
     upload: a picture to give the page's "Upload a photo" afterwards.
 
@@ -301,7 +301,7 @@ def draw_digit(
       ]
       page.mouse('mousePressed', *points[0], pressed=True)
       for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-        steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / 4))
+        steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / 8))
         for step in range(1, steps + 1):
           t = step / steps
           page.mouse('mouseMoved', x0 + t * (x1 - x0), y0 + t * (y1 - y0), True)

@@ -16,8 +16,8 @@ a wrong method (405), no `Content-Length` (411), a body over `MAX_BODY_BYTES`
 (413), a picture over `MAX_PIXELS` (413), another content type (415), a body
 that is not a picture PIL can read (422). The server is the standard
 library's `ThreadingHTTPServer`: one thread per connection, at most
-`os.cpu_count()` pictures read at once (a picture's arrays take about 40
-bytes per pixel while it is read).
+`os.cpu_count()` pictures read at once (reading is CPU work, and a large
+picture's arrays take memory while it is read).
 """
 
 import errno
@@ -65,7 +65,7 @@ HEADERS = {
   'Referrer-Policy': 'no-referrer',
   'Cache-Control': 'no-cache',
 }
-READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for broken files
 
 
 class RequestError(Exception):
@@ -114,8 +114,8 @@ class App:
         digit = classifier_lib.read_picture(
           io.BytesIO(body), formats=('PNG', 'JPEG'), max_pixels=MAX_PIXELS
         )
-      except classifier_lib.PictureTooLarge as e:
-        raise RequestError(413, str(e)) from None
+      except (classifier_lib.PictureTooLarge, Image.DecompressionBombError) as e:
+        raise RequestError(413, ' '.join(str(e).split())) from None
       except READ_ERRORS as e:
         reason = ' '.join(str(e).split())[:200] or type(e).__name__
         raise RequestError(

@@ -121,11 +121,16 @@ async function read(blob, type, isDrawing) {
   let reply = null;
   let error = null;
   try {
-    const response = await fetch('/api/predict', {
-      method: 'POST',
-      headers: {'Content-Type': type},
-      body: blob,
-    });
+    let response;
+    try {
+      response = await fetch('/api/predict', {
+        method: 'POST',
+        headers: {'Content-Type': type},
+        body: blob,
+      });
+    } catch {
+      throw new Error('cannot reach the server: is main.py --mode=serve still running?');
+    }
     reply = await response.json();
     if (!response.ok) throw new Error(reply.error || response.statusText);
   } catch (failure) {
