@@ -23,6 +23,8 @@ from mlp.digit_image import IMAGE_SHAPE, Digit, preprocess_digit
 from mlp.errors import UserError
 
 INPUT_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+# What PIL raises for a missing or broken file (more than OSError).
+READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class PictureTooLarge(ValueError):
@@ -93,9 +95,9 @@ def read_picture(
     The `Digit`.
 
   Raises:
-    OSError, ValueError, SyntaxError, Image.DecompressionBombError: for a
-      missing or unreadable file (PIL raises several types for broken files).
-    PictureTooLarge: for a picture over `max_pixels`.
+    READ_ERRORS: for a missing or unreadable file (PIL raises several types
+      for broken files); `PictureTooLarge` (a `ValueError`) for a picture over
+      `max_pixels`.
   """
   with Image.open(file, formats=formats) as image:
     width, height = image.size

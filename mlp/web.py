@@ -65,7 +65,6 @@ HEADERS = {
   'Referrer-Policy': 'no-referrer',
   'Cache-Control': 'no-cache',
 }
-READ_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for broken files
 
 
 class RequestError(Exception):
@@ -116,7 +115,7 @@ class App:
         )
       except (classifier_lib.PictureTooLarge, Image.DecompressionBombError) as e:
         raise RequestError(413, ' '.join(str(e).split())) from None
-      except READ_ERRORS as e:
+      except classifier_lib.READ_ERRORS as e:
         reason = ' '.join(str(e).split())[:200] or type(e).__name__
         raise RequestError(
           422, f'cannot read the body as a PNG or JPEG picture ({reason})'

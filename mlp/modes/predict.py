@@ -90,8 +90,7 @@ def predict(params: dict, paths: list[str]) -> list[dict]:
   for path in paths:
     try:
       digits.append(classifier.read_picture(path))
-    # PIL raises more than OSError for broken files (e.g. SyntaxError, ValueError).
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except classifier.READ_ERRORS as e:
       results.append({'path': path, 'error': _read_error(path, e)})
       continue
     results.append({'path': path})
