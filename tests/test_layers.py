@@ -18,8 +18,10 @@ MLP = REPO / 'mlp'
 # Each layer may import the layers listed after it, never one before it.
 LAYERS = ('modes', 'loop', 'step', 'model')
 # Helpers of several modes (accuracy over a split, the model axis, pictures and
-# tables of results) may also use the step and the model, but not the loop.
+# tables of results, the classifier of predict and serve) may also use the step
+# and the model, but not the loop.
 HELPERS = (
+  'classifier',
   'evaluation',
   'model_axis',
   'resources',
