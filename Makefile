@@ -9,17 +9,20 @@ PIP := $(PY) -m pip --disable-pip-version-check
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The package itself, editable (`import mlp` from anywhere, the `mlp` command).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
 	touch $@
 
 install-dev: $(VENV)/.installed-dev
 
 # requirements-dev.txt includes requirements.txt: one pip run installs both.
-$(VENV)/.installed-dev: requirements-dev.txt requirements.txt
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e .
 	touch $(VENV)/.installed $@
 
 run: install

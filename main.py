@@ -211,7 +211,12 @@ def main(argv: list[str]) -> None:
     os._exit(1)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The command line's entry point (`python main.py`, or `mlp` once installed)."""
   # The TPU probe's "Unable to initialize backend" line is noise on CPU/GPU.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

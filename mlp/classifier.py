@@ -166,8 +166,10 @@ def model_card(classifier: Classifier) -> dict:
 
   Returns:
     `{'name', 'workdir', 'params', 'layers', 'val_accuracy',
-    'test_accuracy', 'options', 'config'}`: `layers` e.g. `[784, 300, 10]`,
-    the accuracies `None` where not recorded, `options` the `[field, value]`
+    'test_accuracy', 'steps', 'options', 'config'}`: `layers` e.g.
+    `[784, 300, 10]`, the accuracies and the steps trained `None` where not
+    recorded (an adaptive search's pick may have trained fewer steps than
+    its config's), `options` the `[field, value]`
     pairs in effect (for a sweep, of its best model), `config` the whole
     config (`{}` without `config.json`).
 
@@ -181,15 +183,17 @@ def model_card(classifier: Classifier) -> dict:
     summary = workdir_lib.read_json(directory / 'summary.json', fix)
   if (directory / 'config.json').is_file():
     config = workdir_lib.read_json(directory / 'config.json', fix)
-  best = summary.get('best') or {}
-  scores = best if classifier.path.name == 'best_params.npz' else summary
-  if best and classifier.path.name == 'best_params.npz':
-    # A sweep's config holds the grid; its best model is the grid's values
-    # with the best point's.
-    config = {k: v for k, v in config.items() if k != 'sweep'}
-    config.update({k: v for k, v in best.items() if not k.endswith('_accuracy')})
-  params = classifier.params
   kind = 'sweep' if classifier.path.name == 'best_params.npz' else 'train'
+  # A sweep's summary holds its pick under `best` (`mlp.search.outputs`): the
+  # swept fields' values, its accuracies and steps, and seed statistics.
+  best = summary.get('best') or {}
+  scores = best if kind == 'sweep' else summary
+  if best and kind == 'sweep':
+    # A sweep's config holds the space; its best model is the config with the
+    # swept fields set to the pick's values.
+    config = {k: v for k, v in config.items() if k != 'sweep'}
+    config.update({k: v for k, v in best.items() if k in config})
+  params = classifier.params
   return {
     'name': directory.resolve().name
     + (' (best of the sweep)' if kind == 'sweep' else ''),
@@ -198,6 +202,7 @@ def model_card(classifier: Classifier) -> dict:
     'layers': [INPUT_SIZE, int(params['W1'].shape[1]), int(params['W2'].shape[1])],
     'val_accuracy': scores.get('val_accuracy'),
     'test_accuracy': scores.get('test_accuracy'),
+    'steps': scores.get('steps'),
     'options': [list(pair) for pair in report.options_in_effect(config)]
     if config
     else [],

@@ -55,6 +55,7 @@ METRIC_COLUMNS = (
   'rung',
   'steps',
   'copies',
+  'picked',
 )
 
 

@@ -203,7 +203,9 @@ def write_sweep_report(workdir: str | Path) -> Path:
   results_path = workdir / 'results.md'
   if not results_path.is_file():
     raise UserError(f'no results.md in {workdir}: {hint}')
-  table = results_path.read_text().strip().splitlines()
+  text = results_path.read_text().strip().splitlines()
+  caption = [x for x in text if x and not x.startswith('|')]
+  table = [x for x in text if x.startswith('|')]
   num_rows = len(table) - 2
   best = summary.get('best')
   swept = {field: values for field, values in config.get('sweep', {}).items() if values}
@@ -234,6 +236,8 @@ def write_sweep_report(workdir: str | Path) -> Path:
     else 'Every model diverged: lower the learning rates of the sweep.',
     '',
     *_top_heading(table[0], num_rows),
+    '',
+    *caption[:1],
     '',
     *table[: NUM_TOP_ROWS + 2],
     '',

@@ -149,6 +149,7 @@ def test_every_route(served, mnist):
   assert card['layers'] == [784, 16, 10] and card['params'] == 'params.npz'
   assert card['test_accuracy'] == summary['test_accuracy']
   assert card['val_accuracy'] == summary['val_accuracy']
+  assert card['steps'] == summary['steps']
   assert card['config'] == json.loads((workdir / 'config.json').read_text())
   assert ['hidden_size', 16] in card['options'] and card['name'] == 'model'
 
@@ -381,26 +382,6 @@ def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, mnist, tmp
   assert [float(bar['probability']) for bar in uploaded['bars']] == expected[
     'probabilities'
   ]
-
-
-def test_the_model_card_of_a_sweep_is_its_best_model(trained_workdir, tmp_path):
-  """A sweep workdir: its best params, the best model's accuracies, and its
-  config (the grid's fields set to the best model's values, no grid)."""
-  sweep = tmp_path / 'sweep'
-  sweep.mkdir()
-  shutil.copy(trained_workdir[0] / 'params.npz', sweep / 'best_params.npz')
-  config = json.loads((trained_workdir[0] / 'config.json').read_text())
-  config['sweep'] = {'hidden_size': [8, 16], 'learning_rate': [0.1, 0.3]}
-  (sweep / 'config.json').write_text(json.dumps(config))
-  best = {'hidden_size': 16, 'learning_rate': 0.1, 'seed': 0}
-  best |= {'val_accuracy': 0.25, 'test_accuracy': 0.5}
-  (sweep / 'summary.json').write_text(json.dumps({'num_models': 4, 'best': best}))
-  card = classifier.model_card(classifier.load(sweep))
-  assert card['name'] == 'sweep (best of the sweep)'
-  assert card['params'] == 'best_params.npz' and card['layers'] == [784, 16, 10]
-  assert (card['val_accuracy'], card['test_accuracy']) == (0.25, 0.5)
-  assert 'sweep' not in card['config'] and card['config']['learning_rate'] == 0.1
-  assert ['learning_rate', 0.1] in card['options']
 
 
 def test_ctrl_c_stops_the_server_with_one_line(served):
