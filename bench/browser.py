@@ -71,6 +71,12 @@ digitPage.settled(%(after)d).then(async (reading) => {
     })),
     warnings: [...document.querySelectorAll('#warnings li')].map((li) => li.textContent),
     model: document.getElementById('model-name').textContent,
+    card: Object.fromEntries(
+      [...document.querySelectorAll('#card dt')].map((dt) => [
+        dt.textContent,
+        dt.nextElementSibling.textContent,
+      ]),
+    ),
     pad: box(document.getElementById('pad')),
     seen: box(document.getElementById('seen')),
     viewport: {width: window.innerWidth, height: window.innerHeight},
@@ -278,7 +284,8 @@ def draw_digit(
     `(shown, png, uploaded)`: what the page shows once the reading of the
     drawing is in
     (`reading`, the server's reply; `label`, `probability` and each of the
-    `bars` as shown; `warnings`; the boxes of `pad`, `seen` and each bar, in
+    `bars` as shown; `warnings`; `model`, the model's line, and `card`, its
+    card's rows as `{term: text}`; the boxes of `pad`, `seen` and each bar, in
     CSS pixels; `viewport`; `scrollWidth`; `png`, the base64 PNG the page
     sent; `resources`, every address the page fetched), a screenshot of the
     viewport, and what the page shows once the reading of `upload` is in

@@ -343,6 +343,9 @@ def test_the_page_in_chromium_reads_a_drawing_as_predict_does(served, mnist, tmp
     assert float(bar['probability']) == probability
     assert bar['text'] == f'{100 * probability:.1f}%'
   assert shown['model'].startswith('model: a 784-16-10 network')
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert shown['card']['test accuracy'] == f'{summary["test_accuracy"]:.4f}'
+  assert shown['card']['steps trained'] == str(summary['steps'])
   assert shown['resources'] and all(
     r.startswith(server.url) for r in shown['resources']
   )

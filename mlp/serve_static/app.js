@@ -268,7 +268,7 @@ async function showModel() {
       ['params', card.params],
       ['test accuracy', card.test_accuracy],
       ['validation accuracy', card.val_accuracy],
-      ['steps trained', card.steps === null ? null : String(card.steps)],
+      ['steps trained', card.steps == null ? null : String(card.steps)],
     ];
     const list = document.getElementById('card');
     for (const [key, value] of rows) {
