@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import sweep as sweep_lib
-from mlp import loop
+from mlp import classifier, loop
 from mlp.errors import UserError
 from mlp.modes import sweep, train
 from mlp.search import space
@@ -149,6 +149,31 @@ def test_eval_of_a_sweep_workdir_evaluates_the_best_model(cli_sweep):
   best = json.loads((workdir / 'summary.json').read_text())['best']
   assert f'test_accuracy {best["test_accuracy"]:.4f}' in result.stdout
   assert 'best_params.npz' in result.stdout
+
+
+def test_the_model_card_of_a_sweep_is_its_best_model(cli_sweep):
+  """`--mode=serve`'s card of a sweep workdir (`mlp.classifier.model_card`):
+  its best params, the pick's accuracies and steps, and its config (the swept
+  fields set to the pick's values, no space)."""
+  workdir, _ = cli_sweep
+  summary = json.loads((workdir / 'summary.json').read_text())
+  config = json.loads((workdir / 'config.json').read_text())
+  best = summary['best']
+  swept = [field for field, values in config['sweep'].items() if values]
+  card = classifier.model_card(classifier.load(workdir))
+  assert card['name'] == f'{workdir.name} (best of the sweep)'
+  assert card['params'] == 'best_params.npz'
+  assert card['layers'] == [784, best['hidden_size'], 10]
+  assert (card['val_accuracy'], card['test_accuracy'], card['steps']) == (
+    best['val_accuracy'],
+    best['test_accuracy'],
+    best['steps'],
+  )
+  assert 'sweep' not in card['config']
+  assert {f: card['config'][f] for f in swept} == {f: best[f] for f in swept}
+  others = {k: v for k, v in config.items() if k != 'sweep' and k not in swept}
+  assert {k: card['config'][k] for k in others} == others
+  assert all([f, best[f]] in card['options'] for f in swept if f != 'seed')
 
 
 def test_killed_and_resumed_equals_uninterrupted(cli_sweep, tmp_path):
