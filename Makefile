@@ -9,17 +9,20 @@ PIP := $(PY) -m pip --disable-pip-version-check
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The package itself, editable (`import mlp` from anywhere, the `mlp` command).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
 	touch $@
 
 install-dev: $(VENV)/.installed-dev
 
 # requirements-dev.txt includes requirements.txt: one pip run installs both.
-$(VENV)/.installed-dev: requirements-dev.txt requirements.txt
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e .
 	touch $(VENV)/.installed $@
 
 run: install
@@ -40,7 +43,8 @@ gallery: install-dev
 	$(PY) main.py --config=configs/default.py --workdir=runs/default
 	$(PY) main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
 	$(PY) bench/gallery.py runs/default runs/sweep docs/gallery
-	$(PY) bench/browser.py runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
+	$(PY) bench/browser.py hparams runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
+	$(PY) bench/browser.py serve runs/default docs/gallery/serve_page.png  # needs chromium
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -7,6 +7,7 @@
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
   python main.py --mode=predict --workdir=runs/default --images='docs/samples/*.jpg' \
     --save_preprocessed=/tmp/seen   # also writes the 28x28 images the model saw
+  python main.py --mode=serve --workdir=runs/default   # a page to draw digits on
   python main.py --help --config=configs/default.py   # also lists the config's fields
 
 Every mistake a user can fix ends in one line on stderr, `Error: ...`, and a
@@ -28,7 +29,7 @@ from ml_collections import config_flags
 from mlp import cli, compile_cache, interrupt, preflight
 from mlp.errors import UserError
 
-MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
+MODES = ('train', 'eval', 'sweep', 'predict', 'serve', 'benchmark')
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Path to a config file, e.g. configs/default.py.', lock_config=True
@@ -74,6 +75,15 @@ _SAVE_PREPROCESSED = flags.DEFINE_string(
   'save_preprocessed',
   None,
   '--mode=predict: a directory for the 28x28 images the model saw, one PNG each.',
+)
+_PORT = flags.DEFINE_integer(
+  'port', 8000, '--mode=serve: the port to listen on (0 = a free one).', 0, 65535
+)
+_HOST = flags.DEFINE_string(
+  'host',
+  '127.0.0.1',
+  '--mode=serve: the address to listen on; another than 127.0.0.1 (e.g. 0.0.0.0) '
+  'opens the page to other machines.',
 )
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   'compilation_cache_dir',
@@ -146,6 +156,10 @@ def _dispatch(mode: str) -> None:
         save_preprocessed=_SAVE_PREPROCESSED.value,
       )
     )
+  elif mode == 'serve':
+    from mlp.modes import serve
+
+    serve.run(_WORKDIR.value, _PORT.value, _HOST.value)
   elif config is None:
     raise UserError(f'--mode={mode} needs --config=configs/NAME.py')
   elif mode == 'train':
@@ -224,8 +238,13 @@ def main(argv: list[str]) -> None:
     os._exit(1)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The command line's entry point (`python main.py`, or `mlp` once installed)."""
   # The TPU probe's "Unable to initialize backend" line is noise on CPU/GPU.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   interrupt.install()  # before the flags: a config file may take a while to load
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -38,8 +38,9 @@ sys.path.insert(0, str(REPO))
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp import grid, hparams  # noqa: E402
+from mlp import hparams  # noqa: E402
 from mlp.modes import train  # noqa: E402
+from mlp.search import space  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', str(REPO / 'configs/sweep.py'))
 _OUT = flags.DEFINE_string('out', 'runs/sweep_speed', 'Where the workdirs go.')
@@ -82,7 +83,7 @@ def _config_file(config: ml_collections.ConfigDict, path: Path) -> str:
 
 def _train_config(config: ml_collections.ConfigDict, point: dict):
   """The grid point's training config (the sweep fields removed)."""
-  single = grid.model_config(config, point)
+  single = space.model_config(config, point)
   for field in SWEEP_FIELDS:
     if field in single:
       del single[field]
@@ -104,9 +105,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   out = Path(_OUT.value)
-  points = grid.points(config)
+  points = space.points(config)
   examples = sum(
-    grid.model_config(config, p).num_iters * grid.model_config(config, p).batch_size
+    space.model_config(config, p).num_iters * space.model_config(config, p).batch_size
     for p in points
   )
   times = {}

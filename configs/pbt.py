@@ -20,9 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = sweep.get_config()
   config.hidden_size = 100
   config.sweep.hidden_size = ()
-  config.sweep.learning_rate = (1e-3, 1.0)
-  config.sweep.l2_reg = (1e-5, 1e-2)
-  config.sweep.lr_decay = (0.9, 1.0)
+  config.sweep.learning_rate = ('log', 1e-3, 1.0)
+  config.sweep.l2_reg = ('log', 1e-5, 1e-2)
+  config.sweep.lr_decay = ('log', 0.9, 1.0)
   config.search = 'pbt'
   config.num_samples = 16
   config.num_iters = 1000

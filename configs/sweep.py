@@ -6,7 +6,9 @@ Hidden size {100, 200, 300} x learning rate {1e-3, 1e-2, 1e-1, 0.5} x lambda
 {1e-4, 1e-3, 1e-2}, 2000 iterations, batch 200, decay 0.95, one seed. The
 course's table rows are in this grid; its best reach about 0.94 validation
 accuracy. Any field of `sweep` can be set from the command line, e.g.
-`--config.sweep.seed='(0, 1, 2)'`; an empty tuple means "not swept".
+`--config.sweep.seed='(0, 1, 2)'`; an empty tuple means "not swept". A field
+takes values, `(a, b, c)`, or a range: `('log', low, high)`, `('linear', low,
+high)` or `('int', low, high)` (mlp/search/space.py); a grid needs values.
 """
 
 import ml_collections
@@ -22,8 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sweep.hidden_size = (100, 200, 300)
   config.sweep.learning_rate = (1e-3, 1e-2, 1e-1, 5e-1)
   config.sweep.l2_reg = (1e-4, 1e-3, 1e-2)
-  # 'grid': the Cartesian product; 'random': `num_samples` draws, float fields
-  # log-uniform in (low, high), integer fields uniform over their tuple;
+  # 'grid': the Cartesian product of the values; 'random': `num_samples`
+  # draws, each field uniformly among its values or from its range;
   # 'halving': successive halving over the grid (or `num_samples` draws):
   # rungs of max_iters / eta**k, ..., max_iters steps (the first at least
   # min_iters), each keeping the best 1/eta of its models by val accuracy;
@@ -32,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # pbt_interval steps the worst pbt_fraction copy the best, then their
   # pbt_explore fields (default: every swept float field) are multiplied by
   # pbt_perturb or its inverse, or redrawn (chance pbt_resample) within the
-  # swept range.
+  # swept range (or between the smallest and largest of the swept values).
   config.search = 'grid'
   config.num_samples = 0
   for field in hparams.SEARCH:  # eta, min_iters, max_iters, pbt_*

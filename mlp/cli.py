@@ -366,11 +366,11 @@ def mode_mismatch(
     path: the config file's path, for the message.
 
   Returns:
-    The one-line error, or `None` when `mode` fits `config` (eval and predict
+    The one-line error, or `None` when `mode` fits `config` (eval, predict and serve
     take any config).
   """
   kinds = [field for field in MODE_FIELDS if field in config]
-  if mode in ('eval', 'predict') or not kinds or mode in kinds:
+  if mode in ('eval', 'predict', 'serve') or not kinds or mode in kinds:
     return None
   kind = kinds[0]
   if mode == 'train':

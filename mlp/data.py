@@ -29,7 +29,11 @@ _REPO_DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Splits as host NumPy arrays: images uint8 (N, 784) flattened row-major, labels int32 (N,)."""
+  """Splits as host NumPy arrays: images uint8 (N, 784) flattened row-major, labels int32 (N,).
+
+  A user's own arrays (`from_arrays`) may have other input shapes `(N, ...)`
+  and float inputs; `image_shape` is then one input's shape.
+  """
 
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -185,9 +189,91 @@ def from_config(config) -> Dataset:
   )
 
 
+def from_arrays(
+  train: tuple, val: tuple, test: tuple, num_classes: int | None = None
+) -> Dataset:
+  """A dataset of a user's own arrays, checked before anything compiles.
+
+  Args:
+    train: `(inputs, labels)` of the training split: inputs `(N, ...)`, uint8
+      images (scaled to [0, 1] on the device, as MNIST's) or floats (used as
+      they are; float64 becomes float32); integer class labels `(N,)`.
+    val: `(inputs, labels)` of the split evaluated during training.
+    test: `(inputs, labels)` of the split of the final report.
+    num_classes: labels lie in `[0, num_classes)` (default: the largest
+      label plus one).
+
+  Returns:
+    The `Dataset`; its `image_shape` is one input's shape.
+
+  Raises:
+    UserError: a split whose inputs and labels differ in length, labels that
+      are not integer classes `(N,)` in range, inputs of another dtype, or
+      splits whose inputs differ in shape.
+  """
+  splits = {}
+  for name, split in (('train', train), ('val', val), ('test', test)):
+    if not isinstance(split, tuple | list) or len(split) != 2:
+      raise UserError(f'the {name} split must be a pair (inputs, labels)')
+    splits[name] = _checked_split(name, *split)
+  shapes = {name: x.shape[1:] for name, (x, _) in splits.items()}
+  if len(set(shapes.values())) > 1:
+    raise UserError(
+      f'the splits hold inputs of different shapes ({shapes}): give every split '
+      'inputs of one shape'
+    )
+  labels = [y for _, y in splits.values() if len(y)]
+  largest = max(int(y.max()) for y in labels) if labels else 0
+  num_classes = largest + 1 if num_classes is None else num_classes
+  for name, (_, y) in splits.items():
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+      raise UserError(
+        f'the {name} labels lie in [{y.min()}, {y.max()}], outside the '
+        f'{num_classes} classes [0, {num_classes}): give class indices from 0'
+      )
+  (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits.values()
+  for name, (x, _) in (('train', splits['train']), ('val', splits['val'])):
+    if not len(x):
+      raise UserError(f'the {name} split is empty: give it at least one example')
+  return Dataset(
+    train_x, train_y, val_x, val_y, test_x, test_y, num_classes, tuple(shapes['train'])
+  )
+
+
+def _checked_split(name: str, inputs, labels) -> tuple[np.ndarray, np.ndarray]:
+  """One split's `(inputs, labels)` as NumPy arrays, or a UserError."""
+  inputs, labels = np.asarray(inputs), np.asarray(labels)
+  if inputs.ndim < 2:
+    raise UserError(
+      f'the {name} inputs have shape {inputs.shape}: give (examples, ...) arrays, '
+      'one row per example'
+    )
+  if len(inputs) != len(labels):
+    raise UserError(
+      f'the {name} split has {len(inputs)} inputs but {len(labels)} labels: give '
+      'one label per input'
+    )
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise UserError(
+      f'the {name} labels are {labels.dtype} of shape {labels.shape}: give integer '
+      f'class indices of shape ({len(inputs)},), not one-hot rows'
+    )
+  if inputs.dtype != np.uint8 and not np.issubdtype(inputs.dtype, np.floating):
+    raise UserError(
+      f'the {name} inputs are {inputs.dtype}: give uint8 images (scaled to [0, 1] '
+      'by the engine) or floats'
+    )
+  if inputs.dtype == np.float64:
+    inputs = inputs.astype(np.float32)
+  return inputs, labels.astype(np.int32)
+
+
 def scale_images(images: jax.Array) -> jax.Array:
-  """Maps uint8 pixels (..., 784) to float32 in [0, 1], same shape."""
-  return images.astype(jnp.float32) / 255.0
+  """Maps uint8 pixels (..., 784) to float32 in [0, 1], same shape; float
+  inputs (a user's own data, already scaled) go through as they are."""
+  if images.dtype == np.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images
 
 
 def _check_num_val(num_val: int, num_train: int) -> int:

@@ -271,6 +271,13 @@ SEARCH = (
   ),
   Field('pbt_perturb', float, 1.25, 1.0, doc="'pbt': a copy's value x or / this"),
   Field('pbt_resample', float, 0.25, 0.0, 1.0, doc="'pbt': chance of a fresh draw"),
+  Field(
+    'tpe_batch',
+    int,
+    16,
+    1,
+    doc="'tpe': members asked at once, then trained through the rungs together",
+  ),
 )
 
 # The fields of a training config that have no range to check.
@@ -281,17 +288,84 @@ NAMES = tuple(f.name for f in PER_MODEL)
 SWEEPABLE = NAMES + tuple(f.name for f in SHAPES)
 INTEGER = frozenset(f.name for f in (*PER_MODEL, *SHAPES) if f.dtype is int)
 
-Hyperparams = NamedTuple('Hyperparams', [(f.name, Any) for f in PER_MODEL])
+
+class Extra(Mapping):
+  """A model's own hyperparameters by name (`models.Model.hyperparams`).
+
+  A read-only mapping, registered as a pytree by `mlp.models` (this module
+  imports no JAX). Like `Hyperparams` it holds values or, as the in_axes of
+  a compiled program, axes; axes hash, so a program's `hparam_axes` can be a
+  static argument.
+  """
+
+  def __init__(self, items: Mapping | Iterable = ()):
+    self._items = dict(items)
+
+  def __getitem__(self, name: str):
+    return self._items[name]
+
+  def __iter__(self):
+    return iter(self._items)
+
+  def __len__(self) -> int:
+    return len(self._items)
+
+  def __hash__(self) -> int:
+    return hash(tuple(self._items.items()))
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Extra) and tuple(self._items.items()) == tuple(
+      other._items.items()
+    )
+
+  def __repr__(self) -> str:
+    return f'Extra({self._items!r})'
+
+
+Hyperparams = NamedTuple(
+  'Hyperparams', [*((f.name, Any) for f in PER_MODEL), ('extra', Extra)]
+)
 Hyperparams.__doc__ = """Per-model hyperparameters (see `PER_MODEL`): one scalar
-array each, or stacked along a model axis."""
+array each, or stacked along a model axis. `extra` holds a model's own
+(`models.Model.hyperparams`) by name, the same way (empty for the MLP)."""
+Hyperparams.__new__.__defaults__ = (Extra(),)
 
 
-def validate(config: Mapping, num_train: int | None = None) -> None:
+def check_extra(fields: Iterable[Field]) -> None:
+  """Refuses a model's own hyperparameters that clash with the declared ones.
+
+  Raises:
+    ValueError: a name that the table, the shapes, the settings or a static
+      choice already use, or twice; a dtype other than `int` or `float`; or
+      a default outside its own range.
+  """
+  taken = set(FIELDS) | {c.name for c in (*CHOICES, DATA_SOURCE)} | {'extra'}
+  for field in fields:
+    if field.name in taken or not field.name.isidentifier():
+      raise ValueError(
+        f'hyperparameter {field.name!r} is taken or not a name: call it otherwise'
+      )
+    if field.dtype not in (int, float):
+      raise ValueError(f'hyperparameter {field.name!r}: dtype must be int or float')
+    try:
+      field.check(field.default)
+    except UserError:
+      raise ValueError(
+        f'hyperparameter {field.name!r}: default {field.default!r} is not '
+        f'{field.expected()}'
+      ) from None
+    taken.add(field.name)
+
+
+def validate(
+  config: Mapping, num_train: int | None = None, extra: Iterable[Field] = ()
+) -> None:
   """Checks every declared field of a training config.
 
   Args:
     config: a training config (see `configs/default.py`), or its dict.
     num_train: the training split's size, once known (bounds `batch_size`).
+    extra: a model's own hyperparameters (absent from `config`: their default).
 
   Raises:
     UserError: naming the first bad field, its value and what is accepted,
@@ -306,6 +380,8 @@ def validate(config: Mapping, num_train: int | None = None) -> None:
     )
   for field in FIELDS.values():
     field.check(config[field.name])
+  for field in extra:
+    field.check(config.get(field.name, field.default))
   for choice in (*CHOICES, DATA_SOURCE):
     choice.check(config[choice.name])
   if num_train is not None and config['batch_size'] > num_train:
@@ -341,7 +417,9 @@ def check_num_models(num_models: int, fix: str) -> None:
 def check_range(name: str, values: Iterable) -> None:
   """Refuses a swept field's values (or random range's bounds) that the field
   itself would refuse, with a message that names `config.sweep.NAME`."""
-  field = FIELDS[name]
+  field = FIELDS.get(name)
+  if field is None:  # a model's own hyperparameter: `validate(extra=...)` checks it
+    return
   for value in values:
     if problem := field.problem(value):
       raise UserError(
@@ -372,25 +450,49 @@ def divergence_fix(config: Mapping, start_loss_finite: bool) -> str:
   return f'lower --config.{name} (now {config[name]:g})'
 
 
-def of_config(config: Mapping) -> Hyperparams:
-  """One model's hyperparameters as NumPy scalars (int32 or float32)."""
-  return Hyperparams(**{f.name: _scalar(f, config[f.name]) for f in PER_MODEL})
+def of_config(config: Mapping, extra: Iterable[Field] = ()) -> Hyperparams:
+  """One model's hyperparameters as NumPy scalars (int32 or float32).
+
+  Args:
+    config: a training config.
+    extra: a model's own hyperparameters (absent from `config`: their default).
+  """
+  return Hyperparams(
+    **{f.name: _scalar(f, config[f.name]) for f in PER_MODEL},
+    extra=Extra((f.name, _scalar(f, config.get(f.name, f.default))) for f in extra),
+  )
 
 
-def make(**values) -> Hyperparams:
-  """Hyperparameters with the declared defaults except `values` (for tests)."""
-  unknown = set(values) - set(NAMES)
+def make(extra: Iterable[Field] = (), **values) -> Hyperparams:
+  """Hyperparameters with the declared defaults except `values` (for tests).
+
+  Args:
+    extra: a model's own hyperparameters, which `values` may also set.
+    **values: values by field name.
+  """
+  extra = tuple(extra)
+  unknown = set(values) - set(NAMES) - {f.name for f in extra}
   if unknown:
     raise TypeError(f'unknown hyperparameters: {sorted(unknown)}')
-  return Hyperparams(
-    **{f.name: _scalar(f, values.get(f.name, f.default)) for f in PER_MODEL}
-  )
+  return of_config({f.name: f.default for f in PER_MODEL} | values, extra)
+
+
+def names_of(hparams: Hyperparams) -> tuple[str, ...]:
+  """Every hyperparameter of `hparams` by name: the table's, then its extras."""
+  return NAMES + tuple(hparams.extra)
+
+
+def value_of(hparams: Hyperparams, name: str):
+  """The field `name` of `hparams`, the table's or an extra."""
+  return hparams.extra[name] if name in hparams.extra else getattr(hparams, name)
 
 
 def varying(models: list[Hyperparams]) -> tuple[str, ...]:
   """The fields that differ between `models` (at least one: `jax.vmap` needs
   a batched input)."""
-  names = [n for n in NAMES if len({getattr(m, n).item() for m in models}) > 1]
+  names = [
+    n for n in names_of(models[0]) if len({value_of(m, n).item() for m in models}) > 1
+  ]
   return tuple(names) or ('learning_rate',)
 
 
@@ -407,12 +509,20 @@ def stack(
   """
   varying_fields = varying(models) if fields is None else fields
   values, axes = {}, {}
-  for name in NAMES:
+  for name in names_of(models[0]):
     if name in varying_fields:
-      values[name], axes[name] = np.stack([getattr(m, name) for m in models]), 0
+      values[name], axes[name] = np.stack([value_of(m, name) for m in models]), 0
     else:
-      values[name], axes[name] = getattr(models[0], name), None
-  return Hyperparams(**values), Hyperparams(**axes)
+      values[name], axes[name] = value_of(models[0], name), None
+  extra = tuple(models[0].extra)
+  return (
+    Hyperparams(
+      **{n: values[n] for n in NAMES}, extra=Extra((n, values[n]) for n in extra)
+    ),
+    Hyperparams(
+      **{n: axes[n] for n in NAMES}, extra=Extra((n, axes[n]) for n in extra)
+    ),
+  )
 
 
 def options_on(configs: Iterable[Mapping]) -> frozenset[str]:

@@ -14,6 +14,7 @@ left, so the same command resumes where a killed run stopped.
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp import augment, checkpoint, distributed, interrupt, model, model_axis, step
+from mlp import augment, checkpoint, distributed, interrupt, model_axis, models, step
 from mlp import hparams as hparams_lib
 from mlp.data import Dataset, scale_images
 from mlp.errors import UserError
@@ -32,18 +33,16 @@ from mlp.progress import Progress
 from mlp.step import core, xla_options
 
 
-def evaluate(params: model.Params, data: core.DeviceData, static: core.Static) -> dict:
-  """Accuracy on the first `train_eval_size` training images and on val."""
+def evaluate(params, data: core.DeviceData, static: core.Static) -> dict:
+  """The model's accuracy on the first `train_eval_size` training images and on val."""
   n = static.train_eval_size
+  accuracy = static.model.accuracy
   return {
-    'train_accuracy': model.accuracy(
-      params,
-      scale_images(data.train_images[:n]),
-      data.train_labels[:n],
-      static.compute_dtype,
+    'train_accuracy': accuracy(
+      params, scale_images(data.train_images[:n]), data.train_labels[:n], static
     ),
-    'val_accuracy': model.accuracy(
-      params, scale_images(data.val_images), data.val_labels, static.compute_dtype
+    'val_accuracy': accuracy(
+      params, scale_images(data.val_images), data.val_labels, static
     ),
   }
 
@@ -106,7 +105,7 @@ def segment_ends(static: core.Static) -> np.ndarray:
 
 def train(
   hparams: Hyperparams, data: core.DeviceData, static: core.Static
-) -> tuple[model.Params, dict]:
+) -> tuple[Any, dict]:
   """A whole training run as one pure function (init, then scan over segments).
 
   Args:
@@ -128,7 +127,10 @@ def train(
 
 
 def static_for(
-  configs: list, dataset: Dataset, max_iters: int | None = None
+  configs: list,
+  dataset: Dataset,
+  max_iters: int | None = None,
+  model: models.Model = models.MLP,
 ) -> core.Static:
   """The program of `configs`, models that share shapes and static choices.
 
@@ -136,12 +138,13 @@ def static_for(
     configs: training configs differing only in per-model hyperparameters.
     dataset: the data they train on.
     max_iters: the steps the program runs (default: the longest `num_iters`).
+    model: the model they train.
   """
   config = configs[0]
   num_train = len(dataset.train_labels)
   iters_per_epoch = max(num_train // config.batch_size, 1)
   return core.Static(
-    input_size=dataset.train_images.shape[1],
+    input_size=math.prod(dataset.train_images.shape[1:]),
     hidden_size=config.hidden_size,
     num_classes=dataset.num_classes,
     batch_size=config.batch_size,
@@ -152,6 +155,7 @@ def static_for(
     **{choice.name: config[choice.name] for choice in hparams_lib.CHOICES},
     options=hparams_lib.options_on(configs),
     augment=augment.from_config(config),
+    model=model,
   )
 
 
@@ -269,13 +273,14 @@ DIVERGENCE_FACTOR = 100.0
 
 @functools.partial(jax.jit, static_argnames=('static', 'hparam_axes'))
 def start_loss(
-  params: model.Params,
+  params,
   hparams: Hyperparams,
   data: core.DeviceData,
   static: core.Static,
   hparam_axes: Hyperparams | None = None,
 ) -> jax.Array:
-  """The loss of initial params on the training subset (per model with axes).
+  """The loss of initial params on the training subset (per model with axes),
+  with nothing random (no dropout: the model's loss gets no key).
 
   The reference for divergence: see `diverged`.
   """
@@ -283,9 +288,7 @@ def start_loss(
   x, labels = scale_images(data.train_images[:n]), data.train_labels[:n]
 
   def one(params, hparams):
-    return model.loss(
-      params, x, labels, hparams.l2_reg, compute_dtype=static.compute_dtype
-    )
+    return static.model.loss(params, x, labels, hparams, static, None)
 
   if hparam_axes is not None:
     one = jax.vmap(one, in_axes=(0, hparam_axes))
@@ -381,6 +384,15 @@ class Trainer:
         f'checkpoint {path} was not written by this version: pass --restart to '
         'start over'
       ) from None
+
+  @property
+  def resumed_from(self) -> Path | None:
+    """The checkpoint the run resumed from, or `None`."""
+    return None if self._resume_from is None else self._resume_from[0]
+
+  def holds(self, job: str) -> bool:
+    """Whether the checkpoint resumed from holds job `job` in progress."""
+    return self._resume is not None and self._resume['name'] == job
 
   def train(
     self,

@@ -92,14 +92,15 @@ def put_models(tree, mesh, axes):
   return jax.tree.map(put, tree, axes, is_leaf=_is_axis)
 
 
-def finite_per_model(params: dict) -> np.ndarray:
-  """`(models,)` bools: whether all of each model's params are finite."""
+def finite_per_model(params) -> np.ndarray:
+  """`(models,)` bools: whether all of each model's params (any pytree) are finite."""
   return np.asarray(distributed.to_host(_finite_per_model(params)))
 
 
 @jax.jit
-def _finite_per_model(params: dict) -> jax.Array:
+def _finite_per_model(params) -> jax.Array:
   finite = [
-    jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim))) for v in params.values()
+    jnp.all(jnp.isfinite(v), axis=tuple(range(1, v.ndim)))
+    for v in jax.tree.leaves(params)
   ]
   return jnp.all(jnp.stack(finite), axis=0)

@@ -54,6 +54,7 @@ METRIC_COLUMNS = (
   'rung',
   'steps',
   'copies',
+  'picked',
 )
 
 

@@ -10,9 +10,13 @@ library callers; this module only runs the checks early.
 import ml_collections
 from absl import logging
 
-from mlp import grid, hparams, search
+from mlp import hparams
+from mlp.search import space
 
 _SAY_WHEN = 1000  # models, about a second of building configs
+# The searches with settings of their own (`from_config.ADAPTIVE` and 'pbt';
+# `from_config` itself imports the strategies, and with them JAX).
+_WITH_SETTINGS = ('halving', 'hyperband', 'tpe', 'pbt')
 
 
 def check(mode: str, config: ml_collections.ConfigDict | None) -> None:
@@ -31,12 +35,12 @@ def check(mode: str, config: ml_collections.ConfigDict | None) -> None:
     hparams.validate(config)
   elif mode == 'sweep':
     name = config.get('search', 'grid')
-    if name in (*search.ADAPTIVE, 'pbt'):
+    if name in _WITH_SETTINGS:
       for field in hparams.SEARCH:
         field.check(config.get(field.name, field.default))
     if name == 'hyperband':  # its brackets set the number of draws
-      grid.swept_values(config)
+      space.swept_values(config)
       return
-    num_models = len(grid.points(config))  # each model checked, their number bounded
+    num_models = len(space.points(config))  # each model checked, their number bounded
     if num_models >= _SAY_WHEN:  # their configs take seconds to build: say so
       logging.info('Sweep of %d models: building their configs.', num_models)

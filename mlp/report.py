@@ -126,7 +126,7 @@ def write_train_report(workdir: str | Path) -> Path:
     '',
     _OPTIONS_NOTE,
     '',
-    key_value_table(_options(config), ('field', 'value')),
+    key_value_table(options_in_effect(config), ('field', 'value')),
     '',
     *_plot_section(workdir, list(_TRAIN_PLOTS)),
     *_config_section(config),
@@ -146,7 +146,7 @@ _SWEEP_OPTIONS_NOTE = (
 )
 
 
-def _options(config: dict, leave_out=()) -> list[tuple[str, object]]:
+def options_in_effect(config: dict, leave_out=()) -> list[tuple[str, object]]:
   """`(field, value)` of the options in effect (`hparams.in_effect`), and the data."""
   pairs = [
     (key, config[key])
@@ -203,7 +203,9 @@ def write_sweep_report(workdir: str | Path) -> Path:
   results_path = workdir / 'results.md'
   if not results_path.is_file():
     raise UserError(f'no results.md in {workdir}: {hint}')
-  table = results_path.read_text().strip().splitlines()
+  text = results_path.read_text().strip().splitlines()
+  caption = [x for x in text if x and not x.startswith('|')]
+  table = [x for x in text if x.startswith('|')]
   num_rows = len(table) - 2
   best = summary.get('best')
   swept = {field: values for field, values in config.get('sweep', {}).items() if values}
@@ -225,7 +227,7 @@ def write_sweep_report(workdir: str | Path) -> Path:
     '',
     _SWEEP_OPTIONS_NOTE,
     '',
-    key_value_table(_options(config, leave_out=swept), ('field', 'value')),
+    key_value_table(options_in_effect(config, leave_out=swept), ('field', 'value')),
     '',
     '## Best model',
     '',
@@ -234,6 +236,8 @@ def write_sweep_report(workdir: str | Path) -> Path:
     else 'Every model diverged: lower the learning rates of the sweep.',
     '',
     *_top_heading(table[0], num_rows),
+    '',
+    *caption[:1],
     '',
     *table[: NUM_TOP_ROWS + 2],
     '',

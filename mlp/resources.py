@@ -9,7 +9,10 @@ The estimate counts, in float32: each model's params, gradients and optimizer
 state (slots per parameter by optimizer), the activations of one training
 step and of one evaluation (the training subset and val, whole), and the
 permutation a model samples from; and once per device, the uint8 images and
-int32 labels of the train and val splits.
+int32 labels of the train and val splits. For a model other than the MLP the
+params are counted from its init's shapes (`jax.eval_shape`, nothing
+allocated) and the activations as one batch's and the evaluations' inputs
+and class scores: its hidden activations are its own, so that is a floor.
 """
 
 import os
@@ -17,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 
+from mlp import models
 from mlp.errors import UserError
 from mlp.step import core
 
@@ -40,9 +44,15 @@ class Estimate(NamedTuple):
 
 
 def estimate(static: core.Static, num_val: int) -> Estimate:
-  """The memory of one model of `static` (and the shared data), in bytes."""
-  h, d, c = static.hidden_size, static.input_size, static.num_classes
-  params = d * h + h + h * c + c
+  """The memory of one model of `static` (and the shared data, counted as
+  uint8 images: float inputs take four times that), in bytes."""
+  d, c = static.input_size, static.num_classes
+  if static.model is models.MLP:
+    h = static.hidden_size
+    params = d * h + h + h * c + c
+  else:
+    h = 0  # its hidden activations are unknown here
+    params = models.param_count(static.model, static)
   slots = 2 + _OPTIMIZER_SLOTS.get(static.optimizer, 2)  # params, gradients, state
   step = static.batch_size * (d + 3 * h + 3 * c)
   evaluation = (static.train_eval_size + num_val) * (h + c)

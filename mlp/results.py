@@ -17,6 +17,7 @@ another kind of sweep can add its columns in one place.
 """
 
 import csv
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
@@ -40,6 +41,21 @@ SEED_COLUMNS = (
 PER_SEED = 'results_per_seed'
 
 
+@dataclasses.dataclass(frozen=True)
+class Pick:
+  """The search's pick (a model's index, `None` if every model diverged) and
+  the rule it was picked by."""
+
+  index: int | None = None
+  rule: str = 'the best val accuracy'
+
+  def caption(self) -> str:
+    """The line above the results table that says which row is the pick."""
+    if self.index is None:
+      return 'No pick: every model diverged.'
+    return f'Picked (`picked` = yes): model {self.index}, by {self.rule}.'
+
+
 def columns(swept: dict) -> list[str]:
   """Hyperparameter columns: the course's four, the other swept fields, seed."""
   extra = [f for f in swept if f not in BASE_COLUMNS and f != 'seed']
@@ -58,8 +74,9 @@ def format_value(value) -> str:
   return str(value)
 
 
-def rows(results: list, fields: Sequence[str]) -> list[dict]:
-  """One dict per model: its hyperparameters, then its metrics."""
+def rows(results: list, fields: Sequence[str], pick: Pick = Pick()) -> list[dict]:
+  """One dict per model: its hyperparameters, then its metrics, where it
+  stopped, and whether it is the pick."""
   return [
     {
       **{f: r.config[f] for f in fields},
@@ -68,6 +85,7 @@ def rows(results: list, fields: Sequence[str]) -> list[dict]:
       'final_loss': r.final_loss,
       'diverged': r.diverged,
       **r.search,
+      'picked': r.index == pick.index,
     }
     for r in results
   ]
@@ -98,8 +116,11 @@ def configurations(results: list, fields: Sequence[str]) -> list[list]:
   return sorted(groups.values(), key=rank)
 
 
-def aggregate_rows(results: list, fields: Sequence[str]) -> list[dict]:
-  """One dict per configuration: its fields (no seed), then `SEED_COLUMNS`."""
+def aggregate_rows(
+  results: list, fields: Sequence[str], pick: Pick = Pick()
+) -> list[dict]:
+  """One dict per configuration: its fields (no seed), then `SEED_COLUMNS`,
+  and whether the pick is one of its seeds."""
   keys = [f for f in fields if f != 'seed']
   table = []
   for group in configurations(results, fields):
@@ -114,6 +135,7 @@ def aggregate_rows(results: list, fields: Sequence[str]) -> list[dict]:
         'val_accuracy_max': float(val.max()),
         'train_accuracy_mean': float(np.mean([r.train_accuracy for r in group])),
         'num_diverged': sum(r.diverged for r in group),
+        'picked': any(r.index == pick.index for r in group),
       }
     )
   return table
@@ -130,17 +152,22 @@ def best_model(results: list, fields: Sequence[str]):
   return None
 
 
-def tables(results: list, fields: Sequence[str]) -> dict[str, tuple[tuple, list]]:
+def tables(
+  results: list, fields: Sequence[str], pick: Pick = Pick()
+) -> dict[str, tuple[tuple, list]]:
   """`{file stem: (header, rows)}` of the tables the sweep writes; `results`
   already sorted, best first."""
   per_model = (
-    (*fields, *METRIC_COLUMNS, *_search_columns(results)),
-    rows(results, fields),
+    (*fields, *METRIC_COLUMNS, *_search_columns(results), 'picked'),
+    rows(results, fields, pick),
   )
   if not has_repeats(results, fields):
     return {'results': per_model}
-  header = (*(f for f in fields if f != 'seed'), *SEED_COLUMNS)
-  return {'results': (header, aggregate_rows(results, fields)), PER_SEED: per_model}
+  header = (*(f for f in fields if f != 'seed'), *SEED_COLUMNS, 'picked')
+  return {
+    'results': (header, aggregate_rows(results, fields, pick)),
+    PER_SEED: per_model,
+  }
 
 
 def markdown_table(header: Sequence[str], table: list[dict]) -> str:
@@ -151,10 +178,11 @@ def markdown_table(header: Sequence[str], table: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def write(workdir, results: list, fields: Sequence[str]) -> None:
-  """Writes the tables (`tables`) as `.csv` and `.md`, and `curves.jsonl`, each
-  atomically; `results` sorted, best first."""
-  for stem, (header, table) in tables(results, fields).items():
+def write(workdir, results: list, fields: Sequence[str], pick: Pick = Pick()) -> None:
+  """Writes the tables (`tables`) as `.csv` and `.md` (under the pick's
+  caption), and `curves.jsonl`, each atomically; `results` sorted, best
+  first."""
+  for stem, (header, table) in tables(results, fields, pick).items():
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator='\n')
     writer.writeheader()
@@ -162,7 +190,7 @@ def write(workdir, results: list, fields: Sequence[str]) -> None:
     with workdir_lib.atomic_open(workdir / f'{stem}.csv') as f:
       f.write(buffer.getvalue())
     with workdir_lib.atomic_open(workdir / f'{stem}.md') as f:
-      f.write(markdown_table(header, table) + '\n')
+      f.write(f'{pick.caption()}\n\n{markdown_table(header, table)}\n')
   with workdir_lib.atomic_open(workdir / 'curves.jsonl') as f:
     for r in sorted(results, key=lambda r: r.index):
       record = {

@@ -104,14 +104,15 @@ def pbt_plot(records: list[dict], fields: list[str], path: Path) -> Path:
 
 def write_search_plots(workdir: str | Path) -> list[Path]:
   """Writes `plots/search.png` for a workdir holding `summary.json` (with
-  `brackets`, or `explored` for PBT) and `curves.jsonl`."""
+  `brackets`, `batches` for TPE, or `explored` for PBT) and `curves.jsonl`."""
   workdir = Path(workdir)
   summary = workdir_lib.read_json(workdir / 'summary.json')
   records = plots.read_jsonl(workdir / 'curves.jsonl')
   if summary.get('search') == 'pbt':
     path = plots.plots_directory(workdir) / 'search.png'
     return [pbt_plot(records, summary['explored'], path)]
-  brackets = summary['brackets']
+  brackets = summary.get('brackets') or summary['batches']  # halving's, or tpe's
+  kind = 'Batch' if 'batches' in summary else 'Bracket'
   fig = plots.new_figure(7, 3.2 * len(brackets) + 1)
   for number, bracket in enumerate(brackets):
     low, high = bracket['models']
@@ -119,7 +120,7 @@ def write_search_plots(workdir: str | Path) -> list[Path]:
     title = (
       f'Successive halving of {len(members)} models (at each rung: models reaching it)'
       if len(brackets) == 1
-      else f'Bracket {number}: {len(members)} models, rungs at '
+      else f'{kind} {number}: {len(members)} models, rungs at '
       + ', '.join(map(str, bracket['rungs']))
     )
     halving_axes(

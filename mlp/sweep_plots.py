@@ -34,7 +34,7 @@ def read_results(path: Path) -> list[dict]:
     rows = list(csv.DictReader(f))
   for row in rows:
     for key, value in row.items():
-      if key == 'diverged':
+      if key in ('diverged', 'picked'):
         row[key] = value == 'True'
       elif key in (*plots.INT_COLUMNS, 'num_seeds', 'num_diverged'):
         row[key] = int(value)
@@ -49,7 +49,11 @@ def read_results(path: Path) -> list[dict]:
 def _varying_fields(rows: list[dict]) -> list[str]:
   """The hyperparameter columns of `rows` that take more than one value."""
   metrics = (*plots.METRIC_COLUMNS, *results_lib.SEED_COLUMNS)
-  fields = [f for f in (rows[0] if rows else ()) if f not in metrics]
+  fields = [
+    f
+    for f in (rows[0] if rows else ())
+    if f not in metrics and not f.endswith('_longest')  # PBT's, beside its final
+  ]
   return [f for f in fields if len({r[f] for r in rows}) > 1]
 
 
@@ -225,6 +229,10 @@ def write_sweep_plots(workdir: str | Path) -> list[Path]:
     if f not in ('hidden_size', 'learning_rate', 'l2_reg')
   ]
   notes = [f'best over {", ".join(other_fields)}'] if other_fields else []
+  if rows and len({r.get('steps') for r in rows}) > 1:  # one colour scale, one budget
+    most = max(r['steps'] for r in rows)
+    rows = [r for r in rows if r['steps'] == most]
+    notes.append(f'the {len(rows)} models trained {most} steps')
   if rows and 'num_seeds' in rows[0]:
     notes.insert(0, f'mean over {max(r["num_seeds"] for r in rows)} seeds')
   note = f' ({"; ".join(notes)})' if notes else ''

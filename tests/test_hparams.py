@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from configs import default, sweep
-from mlp import grid, hparams
+from mlp import hparams
 from mlp.errors import UserError
+from mlp.search import space
 
 
 def test_every_declared_field_has_its_default_in_configs_default():
@@ -19,7 +20,7 @@ def test_every_declared_field_has_its_default_in_configs_default():
 
 
 def test_hyperparams_and_the_sweeps_fields_derive_from_the_table():
-  assert hparams.Hyperparams._fields == hparams.NAMES
+  assert hparams.Hyperparams._fields == (*hparams.NAMES, 'extra')
   assert tuple(f.name for f in hparams.PER_MODEL) == hparams.NAMES
   assert set(sweep.get_config().sweep) == set(hparams.SWEEPABLE)
   assert {'seed', 'num_iters', 'warmup_iters', 'hidden_size', 'batch_size'} == set(
@@ -44,7 +45,7 @@ def test_stack_batches_only_the_fields_that_differ():
   assert axes.learning_rate == 0 and axes.seed is None and axes.l2_reg is None
   np.testing.assert_allclose(values.learning_rate, [0.1, 0.2, 0.3])
   _, same = hparams.stack([hparams.make()] * 2)
-  assert [name for name, a in same._asdict().items() if a is not None] == [
+  assert [name for name in hparams.NAMES if getattr(same, name) is not None] == [
     'learning_rate'
   ]  # vmap needs one batched input
 
@@ -101,32 +102,32 @@ def test_a_swept_value_is_checked_like_a_config_value():
   config = sweep.get_config()
   config.sweep.grad_clip_norm = (1.0, -2.0)
   with pytest.raises(UserError, match=r'config.sweep.grad_clip_norm holds -2\.0.*>= 0'):
-    grid.points(config)
+    space.points(config)
   config.sweep.grad_clip_norm = (0.0, 1.0)
-  assert len(grid.points(config)) == 2 * 36
+  assert len(space.points(config)) == 2 * 36
 
 
 def test_a_field_outside_the_table_cannot_be_swept():
   config = sweep.get_config()
   config.sweep.optimizer = ('sgd',)
   with pytest.raises(UserError, match='cannot be swept'):
-    grid.points(config)
+    space.points(config)
 
 
-def test_grid_is_the_cartesian_product_and_random_search_log_uniform():
+def test_grid_is_the_cartesian_product_and_a_log_range_is_log_uniform():
   config = sweep.get_config()
   config.sweep.hidden_size = (8, 16)
   config.sweep.learning_rate = (0.1, 0.2, 0.3)
   config.sweep.l2_reg = ()
-  points = grid.points(config)
+  points = space.points(config)
   assert {(p['hidden_size'], p['learning_rate']) for p in points} == {
     (h, lr) for h in (8, 16) for lr in (0.1, 0.2, 0.3)
   }
   assert len(points) == 6
-  config.sweep.learning_rate = (1e-4, 1.0)
+  config.sweep.learning_rate = space.log_uniform(1e-4, 1.0)
   config.search = 'random'
   config.num_samples = 400
-  points = grid.points(config)
+  points = space.points(config)
   rates = np.array([p['learning_rate'] for p in points])
   assert len(points) == 400 and rates.min() >= 1e-4 and rates.max() <= 1.0
   share = np.mean((rates >= 1e-2) & (rates < 1e-1))  # a quarter per decade
@@ -134,9 +135,48 @@ def test_grid_is_the_cartesian_product_and_random_search_log_uniform():
   assert {p['hidden_size'] for p in points} == {8, 16}
 
 
+def test_every_kind_of_space_is_drawn_from_and_a_grid_needs_values():
+  config = sweep.get_config()
+  config.search, config.num_samples = 'random', 300
+  config.sweep.hidden_size = space.integers(8, 10)
+  config.sweep.learning_rate = (0.1, 0.3)  # values: drawn among them
+  config.sweep.l2_reg = space.uniform(0.0, 1e-3)
+  config.sweep.lr_decay = ('log', 0.9, 1.0)  # the same, as a config file spells it
+  points = space.points(config)
+  assert {p['hidden_size'] for p in points} == {8, 9, 10}
+  assert all(isinstance(p['hidden_size'], int) for p in points)
+  assert {p['learning_rate'] for p in points} == {0.1, 0.3}
+  l2 = np.array([p['l2_reg'] for p in points])
+  assert l2.min() >= 0 and l2.max() <= 1e-3 and 0.35 < np.mean(l2 < 5e-4) < 0.65
+  config.search = 'grid'
+  with pytest.raises(
+    UserError, match=r'hidden_size=.*is a range, and a grid needs values'
+  ):
+    space.points(config)
+
+
+@pytest.mark.parametrize(
+  'field, value, expected',
+  [
+    ('learning_rate', ('log', 0.0, 1.0), "kind 'log' \\(low > 0\\) or 'linear'"),
+    ('learning_rate', ('linear', 1.0, 0.5), 'low <= high'),
+    ('learning_rate', ('int', 1, 5), 'is not a range of learning_rate'),
+    ('hidden_size', ('log', 8, 64), "kind 'int'"),
+    ('hidden_size', ('int', 8), 'expected \\(kind, low, high\\)'),
+    ('learning_rate', ('logx', 1.0), "holds 'logx'"),
+  ],
+)
+def test_a_bad_range_names_the_field_and_the_spelling(field, value, expected):
+  config = sweep.get_config()
+  config.search, config.num_samples = 'random', 2
+  config.sweep[field] = value
+  with pytest.raises(UserError, match=expected):
+    space.points(config)
+
+
 def test_model_config_gives_integer_fields_integers():
   config = sweep.get_config()
-  single = grid.model_config(config, {'hidden_size': np.int64(64), 'l2_reg': 1})
+  single = space.model_config(config, {'hidden_size': np.int64(64), 'l2_reg': 1})
   assert type(single.hidden_size) is int and type(single.l2_reg) is float
   assert isinstance(single, ml_collections.ConfigDict)
 

@@ -1,4 +1,5 @@
-"""The package's layers point down: modes, then loop, then step, then model.
+"""The package's layers point down: modes, search, loop, step, models, then
+model.
 
 Read from the source's imports (`ast`), so a new import that points up, or a
 mode that imports another mode, fails here. And start-up stays cheap: what
@@ -16,10 +17,15 @@ from tests.conftest import REPO, child_env
 
 MLP = REPO / 'mlp'
 # Each layer may import the layers listed after it, never one before it.
-LAYERS = ('modes', 'loop', 'step', 'model')
+# `models` is the form any model takes for the engine; `model` is the MLP's math.
+LAYERS = ('modes', 'search', 'loop', 'step', 'models', 'model')
 # Helpers of several modes (accuracy over a split, the model axis, pictures and
-# tables of results) may also use the step and the model, but not the loop.
+# tables of results, the classifier of predict and serve, and serve's server
+# that uses it) may also use the step and the model, but not the search or the
+# loop.
 HELPERS = (
+  'classifier',
+  'web',
   'evaluation',
   'model_axis',
   'resources',
@@ -33,7 +39,7 @@ HELPERS = (
 
 
 def layer(module: str) -> str | None:
-  """'modes', 'loop', 'step' or 'model' for `mlp.X...`, else None (below)."""
+  """The layer of `mlp.X...` (one of `LAYERS`), else None (below them)."""
   parts = module.split('.')
   return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
 
@@ -68,7 +74,9 @@ def test_imports_point_down(module):
       continue
     target = layer(imported)
     if own is None and module.split('.')[1] in HELPERS:
-      assert target not in ('modes', 'loop'), f'{module} (a helper) imports {imported}'
+      assert target not in ('modes', 'search', 'loop'), (
+        f'{module} (a helper) imports {imported}'
+      )
     elif own is None:  # below every layer: imports none of them
       assert target is None, f'{module} (below the layers) imports {imported}'
     elif target is not None:
@@ -88,6 +96,7 @@ def test_the_layers_are_where_the_design_says():
   assert {'mlp.step.core', 'mlp.step.blocked', 'mlp.step.tall', 'mlp.model'} <= set(
     MODULES
   )
+  assert 'mlp.models' in MODULES
 
 
 # What `main.py --mode=train` must not import before it uses it (a run with

@@ -287,12 +287,12 @@ def test_an_empty_or_blank_workdir_is_refused(tmp_path):
     ),
     (
       [*SWEEP, '--config.search=random', '--config.num_samples=4']
-      + ['--config.sweep.learning_rate=(1e-300, 1e300)'],
+      + ['--config.sweep.learning_rate=("log", 1e-300, 1e300)'],
       'config.sweep.learning_rate holds 1e-300, which is invalid: it rounds to 0',
     ),
     (
       [*SWEEP, '--config.search=random', '--config.num_samples=4']
-      + ['--config.sweep.learning_rate=(1e-3, 1e999)'],
+      + ['--config.sweep.learning_rate=("linear", 1e-3, 1e999)'],
       'config.sweep.learning_rate holds inf, which is invalid: expected a finite '
       'number > 0',
     ),
@@ -317,25 +317,20 @@ def test_numbers_the_program_cannot_hold_are_refused_before_writing(
 def test_pbt_perturbations_stay_in_the_checked_range():
   """PBT's perturbed values are clipped to the swept range, whose bounds are
   checked like config values: no perturbation can round to 0 or infinity."""
-  from mlp import search
+  from mlp.search import pbt
 
-  explore = search.Explore(('learning_rate',), (1e-3,), (1.0,), 1e30, 0.0, 0.5)
-  values = hparams.make(learning_rate=1e-3)._replace(
-    learning_rate=np.asarray([1e-3, 1.0], np.float32)
-  )
+  explore = pbt.Explore(('learning_rate',), (1e-3,), (1.0,), 1e30, 0.0, 0.5)
+  values = {'learning_rate': np.asarray([1e-3, 1.0], np.float32)}
   perturbed = []
   for seed in range(4):
-    _, new, _ = search.exploit_explore(
+    _, new = pbt.exploit_explore(
       jax.random.key(seed),
-      jnp.zeros(2),
-      values,
       np.asarray([0.1, 0.9], np.float32),
       np.asarray([True, True]),
-      num_members=2,
-      explore=explore,
-      state_axes=0,
+      values,
+      explore,
     )
-    perturbed += np.asarray(new.learning_rate).tolist()
+    perturbed += np.asarray(new['learning_rate']).tolist()
   assert all(hparams.FIELDS['learning_rate'].problem(v) is None for v in perturbed)
   assert min(perturbed) >= np.float32(1e-3) and max(perturbed) <= 1.0
 

@@ -75,13 +75,13 @@ def test_repeats_get_an_aggregate_table_and_a_per_seed_one(tmp_path):
     aggregate = list(csv.DictReader(f))
   with open(tmp_path / 'results_per_seed.csv') as f:
     per_seed = list(csv.DictReader(f))
-  assert list(aggregate[0]) == [*FIELDS[:4], *results.SEED_COLUMNS]
+  assert list(aggregate[0]) == [*FIELDS[:4], *results.SEED_COLUMNS, 'picked']
   assert [float(r['learning_rate']) for r in aggregate] == [0.3, 0.1, 1.0]
   assert [int(r['seed']) for r in per_seed[:3]] == [2, 0, 0]  # 0.99, 0.98, 0.97
   assert (
     (tmp_path / 'results.md')
     .read_text()
-    .splitlines()[2]
+    .splitlines()[4]
     .startswith('| 8 | 0.3 | 0.0001 | 60 | 3 | 0.94 | 0.01 | 0.93 | 0.95 | 0.95 | 0 |')
   )
   assert (tmp_path / 'results_per_seed.md').is_file()
@@ -107,7 +107,7 @@ def test_one_seed_keeps_one_row_per_model(tmp_path):
   results.write(tmp_path, single[::-1], FIELDS)
   with open(tmp_path / 'results.csv') as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == [*FIELDS, *results.METRIC_COLUMNS]
+  assert list(rows[0]) == [*FIELDS, *results.METRIC_COLUMNS, 'picked']
   assert not (tmp_path / 'results_per_seed.csv').exists()
   assert (
     json.loads((tmp_path / 'curves.jsonl').read_text().splitlines()[0])['model'] == 0

@@ -11,11 +11,10 @@ import signal
 import numpy as np
 import pytest
 
-from mlp import grid, search
 from mlp import workdir as workdir_lib
 from mlp.modes import sweep, train
-from mlp.step import core
-from tests.conftest import SWEEP, error_lines, make_hparams, run_main, start_main
+from mlp.search import budgets, pbt, space
+from tests.conftest import SWEEP, error_lines, run_main, start_main
 from tests.test_mode_sweep import sweep_config
 
 # With `pytest -n`, one worker runs this module: its searches run once.
@@ -48,17 +47,17 @@ def command(changes: dict) -> list[str]:
 
 
 def test_rung_budgets():
-  assert search.rungs(125, 2000, 4) == [125, 500, 2000]
-  assert search.rungs(74, 2000, 3) == [74, 222, 667, 2000]
-  assert search.rungs(20, 60, 3) == [20, 60]
-  assert search.rungs(60, 60, 3) == [60]
-  assert search.rung_sizes(128, 3, 4) == [128, 32, 8]
-  assert search.rung_sizes(5, 4, 3) == [5, 1, 1, 1]
+  assert budgets.rungs(125, 2000, 4) == [125, 500, 2000]
+  assert budgets.rungs(74, 2000, 3) == [74, 222, 667, 2000]
+  assert budgets.rungs(20, 60, 3) == [20, 60]
+  assert budgets.rungs(60, 60, 3) == [60]
+  assert budgets.rung_sizes(128, 3, 4) == [128, 32, 8]
+  assert budgets.rung_sizes(5, 4, 3) == [5, 1, 1, 1]
 
 
 def test_hyperband_brackets_follow_li_et_al():
   # R = 81, eta 3: Table 1 of Li et al. (2017), resources in units of r_min.
-  brackets = search.hyperband(1, 81, 3)
+  brackets = budgets.hyperband(1, 81, 3)
   assert [b.sizes for b in brackets] == [
     [81, 27, 9, 3, 1],
     [34, 11, 3, 1],
@@ -87,26 +86,9 @@ def test_survivors_are_the_top_k_diverged_first_ties_by_index():
       (i for i, d in zip(indices, diverged, strict=True) if not d),
       key=lambda i: (-accuracy[list(indices).index(i)], i),
     )[:keep]
-    assert search.survivors(indices, accuracy, diverged, keep) == sorted(expected)
-  assert search.survivors([0, 1], [np.nan, 0.1], [False, False], 2) == [1]
-  assert search.survivors([3, 4], [0.9, 0.9], [True, True], 1) == []
-
-
-def test_gather_and_concat_take_exact_rows():
-  like = core.TrainState(
-    params={'W1': np.arange(24.0).reshape(4, 3, 2)},
-    opt_state=(),
-    step=np.int32(7),
-    train_loss=np.arange(4.0),
-    order=np.zeros((4, 0), np.int32),
-  )
-  joined = search.concat_models([like, like], core.STATE_AXES)
-  assert joined.params['W1'].shape == (8, 3, 2) and joined.step == 7
-  picked = search.gather_models(joined, core.STATE_AXES, [5, 0, 0])
-  np.testing.assert_array_equal(picked.params['W1'], like.params['W1'][[1, 0, 0]])
-  np.testing.assert_array_equal(picked.train_loss, [1.0, 0.0, 0.0])
-  assert search.padded([3, 8, 9], 4) == [3, 8, 9, 9]
-  assert search.padded([3], 1) == [3]
+    assert budgets.survivors(indices, accuracy, diverged, keep) == sorted(expected)
+  assert budgets.survivors([0, 1], [np.nan, 0.1], [False, False], 2) == [1]
+  assert budgets.survivors([3, 4], [0.9, 0.9], [True, True], 1) == []
 
 
 def run_search(changes: dict, workdir, mnist):
@@ -134,7 +116,7 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert summary['rungs'] == [20, 60] and summary['rung_sizes'] == [12, 4]
   assert summary['model_steps'] == 12 * 20 + 4 * 40
   rows = read_csv(workdir / 'results.csv')
-  assert list(rows[0])[-2:] == ['rung', 'steps']
+  assert list(rows[0])[-3:] == ['rung', 'steps', 'picked']
   curves = {
     r['model']: r['curves']
     for r in map(
@@ -156,17 +138,21 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert all(curves[m]['step'] == [20] for m in dropped)
   diverged = [r for r in rows if r['diverged'] == 'True']
   assert len(diverged) == 4 and {r['learning_rate'] for r in diverged} == {'1000000.0'}
-  assert all(r['rung'] == '0' and r['steps'] == '20' for r in diverged)
-  # Survivors rank first, by val accuracy.
-  assert [r['steps'] for r in rows[:4]] == ['60'] * 4
-  assert summary['best']['val_accuracy'] == float(rows[0]['val_accuracy'])
+  assert all(r['rung'] == '1' and r['steps'] == '20' for r in diverged)
+  # Rows rank by val accuracy, diverged last; the pick is the best finisher.
+  accuracies = [float(r['val_accuracy']) for r in rows if r['diverged'] == 'False']
+  assert accuracies == sorted(accuracies, reverse=True)
+  (picked,) = [r for r in rows if r['picked'] == 'True']
+  assert picked == next(r for r in rows if r['steps'] == '60')
+  assert summary['best']['val_accuracy'] == float(picked['val_accuracy'])
+  assert 'Picked (`picked` = yes): model' in (workdir / 'results.md').read_text()
 
 
 def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded_once):
   workdir, summary = halving_workdir
   best = summary['best']
   point = {f: best[f] for f in ('hidden_size', 'learning_rate', 'l2_reg')}
-  config = grid.model_config(sweep_config(**HALVING), point)
+  config = space.model_config(sweep_config(**HALVING), point)
   config.write_plots = False
   alone = train.run(config, str(tmp_path))
   assert alone['val_accuracy'] == best['val_accuracy']
@@ -177,16 +163,20 @@ def test_the_winner_equals_its_run_alone(halving_workdir, tmp_path, mnist_loaded
 
 def test_halving_killed_in_a_later_rung_resumes_bitwise(halving_workdir, tmp_path):
   whole, _ = halving_workdir
-  # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, its
-  # state for the next rung, its record: 18 checkpoints. The 19th is the
-  # second rung's first chunk at step 40, trained from gathered survivors.
+  # Rung 0: per chunk of two (6 chunks), its evaluation at step 20, then its
+  # record with its state for the next rung (the last chunk's record is the
+  # rung's, with the survivors' gathered states): 12 checkpoints. The 13th is
+  # the second rung's first chunk at step 40, trained from those states.
   args = [*command(HALVING), f'--workdir={tmp_path}']
-  killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '19'})
+  killed = run_main(*args, env={'MLP_KILL_AFTER_CHECKPOINT': '13'})
   assert killed.returncode == -signal.SIGKILL
   assert not (tmp_path / 'results.csv').exists()
   resumed = run_main(*args)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert 'Resuming from' in resumed.stderr and '6 rung job(s) done' in resumed.stderr
+  assert (
+    'Resuming from' in resumed.stderr
+    and '1 round(s) done, and 0 model(s) of the next' in resumed.stderr
+  )
   assert 'model-examples/s' in resumed.stderr
   for name in ('results.csv', 'curves.jsonl'):
     assert (tmp_path / name).read_text() == (whole / name).read_text()
@@ -235,10 +225,14 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workd
   assert [b['rungs'] for b in summary['brackets']] == [[20, 60], [60]]
   assert [b['rung_sizes'] for b in summary['brackets']] == [[3, 1], [2]]
   assert summary['model_steps'] == 3 * 20 + 40 + 2 * 60
+  # Programs of 2 models (bracket 0's first rung, bracket 1) and of 1 (its
+  # second rung): each compiled once, whatever rung or bracket it serves.
+  assert summary['programs_compiled'] == 2
   rows = read_csv(workdir / 'results.csv')
-  assert len(rows) == 5 and list(rows[0])[-3:] == ['bracket', 'rung', 'steps']
+  assert len(rows) == 5 and list(rows[0])[-4:] == ['bracket', 'rung', 'steps', 'picked']
   finishers = [r for r in rows if r['steps'] == '60']
-  assert len(finishers) == 3 and rows[:3] == finishers
+  assert len(finishers) == 3
+  assert [r for r in rows if r['picked'] == 'True'] == finishers[:1]
   assert summary['best']['val_accuracy'] == float(finishers[0]['val_accuracy'])
   # Bracket 0's one survivor had the best val accuracy of its 3 at step 20.
   curves = {
@@ -254,55 +248,38 @@ def test_hyperband_runs_each_bracket_and_picks_the_best_finisher(hyperband_workd
 def test_exploit_copies_exactly_and_explore_stays_in_range():
   import jax
 
-  n = 8
-  state = core.TrainState(
-    params={'W1': np.arange(n * 6, dtype=np.float32).reshape(n, 3, 2)},
-    opt_state=(),
-    step=np.int32(40),
-    train_loss=np.linspace(1.0, 2.0, n).astype(np.float32),
-    order=np.zeros((n, 0), np.int32),
-  )
-  hparams_ = make_hparams()._replace(
-    learning_rate=np.geomspace(0.01, 1.0, n).astype(np.float32),
-    l2_reg=np.full(n, 1e-3, np.float32),
-  )
-  explore = search.Explore(
+  n = 7
+  values = {
+    'learning_rate': np.geomspace(0.01, 1.0, n).astype(np.float32),
+    'l2_reg': np.full(n, 1e-3, np.float32),
+    'seed': np.arange(n, dtype=np.int32),
+  }
+  explore = pbt.Explore(
     fields=('learning_rate', 'l2_reg'),
     low=(0.01, 1e-4),
     high=(1.0, 1e-3),
     perturb=1.25,
     resample=0.5,
-    fraction=0.3,  # of 7 real members: 2
+    fraction=0.3,  # of 7 members: 2
   )
-  accuracy = np.array([0.5, 0.9, 0.3, 0.9, 0.7, 0.2, 0.95, 0.6], np.float32)
-  finite = np.array([True, True, True, True, False, True, True, True])
-  step = jax.jit(
-    lambda key: search.exploit_explore(
-      key,
-      state,
-      hparams_,
-      accuracy,
-      finite,
-      7,  # member 7 is padding
-      explore=explore,
-      state_axes=core.STATE_AXES,
-    )
-  )
+  accuracy = np.array([0.5, 0.9, 0.3, 0.9, 0.7, 0.2, 0.95], np.float32)
+  finite = np.array([True, True, True, True, False, True, True])
   top = {6, 1}  # 0.95, then 0.9 at the lower index
   for seed in range(20):
-    new_state, new_hparams, source = jax.device_get(step(jax.random.key(seed)))
-    # The two worst real members (the diverged 4, then 5), and the padding.
-    replaced = {4, 5, 7}
+    source, new = pbt.exploit_explore(
+      jax.random.key(seed), accuracy, finite, values, explore
+    )
+    # The two worst members: the diverged 4, then 5 (0.2).
+    replaced = {4, 5}
     assert {m for m in range(n) if source[m] != m} == replaced
     assert all(source[m] in top for m in replaced)
-    np.testing.assert_array_equal(new_state.params['W1'], state.params['W1'][source])
-    np.testing.assert_array_equal(new_state.train_loss, state.train_loss[source])
+    np.testing.assert_array_equal(new['seed'], values['seed'][source])  # copied
+    kept = [m for m in range(n) if m not in replaced]
     for i, name in enumerate(explore.fields):
-      new, old = getattr(new_hparams, name), getattr(hparams_, name)
-      kept = [m for m in range(n) if m not in replaced]
-      np.testing.assert_array_equal(new[kept], old[kept])
-      assert np.all(new >= np.float32(explore.low[i]))
-      assert np.all(new <= np.float32(explore.high[i]))
+      np.testing.assert_array_equal(new[name][kept], values[name][kept])
+      assert new[name].dtype == np.float32
+      assert np.all(new[name] >= np.float32(explore.low[i]))
+      assert np.all(new[name] <= np.float32(explore.high[i]))
 
 
 @pytest.fixture(scope='module')
@@ -316,7 +293,7 @@ def test_pbt_records_lineage_and_schedules(pbt_workdir):
   assert summary['model_steps'] == 4 * 60
   records = [json.loads(x) for x in (workdir / 'curves.jsonl').read_text().splitlines()]
   rows = read_csv(workdir / 'results.csv')
-  assert len(records) == len(rows) == 4 and list(rows[0])[-1] == 'copies'
+  assert len(records) == len(rows) == 4 and list(rows[0])[-2:] == ['copies', 'picked']
   for record in records:
     curves = record['curves']
     assert curves['step'] == [20, 40, 60]
@@ -339,8 +316,9 @@ def test_pbt_stopped_between_intervals_resumes_bitwise(
   pbt_workdir, tmp_path, monkeypatch, mnist_loaded_once, stop_after
 ):
   """Stopped in this process at a known checkpoint, then the same call
-  resumes: after the first interval's end (its exploit not yet recorded), or
-  after the second's (whose checkpoint carries the first one's record)."""
+  resumes: after the first interval's last evaluation (its exploit not yet
+  recorded), or after its record (the exploit's state, and the copies'
+  states gathered for the next interval)."""
   from mlp import checkpoint
 
   whole, _ = pbt_workdir
@@ -407,7 +385,7 @@ def test_tensorboard_shows_rungs_and_lineage(halving_workdir, pbt_workdir):
         assert declared['copies'] == sum(s != record['model'] for s in sources)
       else:
         assert declared['steps'] == curves['step'][-1]
-        assert declared['rung'] == (0 if curves['step'] == [20] else 1)
+        assert declared['rung'] == (1 if curves['step'] == [20] else 2)
 
 
 def assert_same_search(a, b) -> None:
@@ -471,23 +449,30 @@ def test_two_processes_of_two_devices_pbt_as_one_device(pbt_workdir, tmp_path):
 def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
   hyperband_workdir, tmp_path
 ):
-  """Hyperband over 4 devices of 2 processes. Process 0 holds the workdir's
-  lock (seen while it is stopped after its 4th checkpoint). Process 1 dies
-  after its own 4th, in bracket 0's second rung, which trains the survivor
-  gathered across the processes; process 0, let go on, stops at its next
-  collective with one line, not a traceback or an abort. The two resume, and
-  the search keeps the same models with the same results as on one device."""
+  """Hyperband over 4 devices of 2 processes. Process 0 stops itself after
+  its 3rd checkpoint (rung 1's evaluation, then the rung's record; then step
+  40 of the second rung, which trains the survivor gathered across the
+  processes) and holds the workdir's lock. Process 1 is killed then: it can
+  go no further than its next collective, and writes nothing (killing it from
+  inside at its own 3rd checkpoint could reset the socket while process 0
+  still read that checkpoint's gather). Process 0, let go on, stops at its
+  next collective with one line, not a traceback or an abort. The two resume,
+  and the search keeps the same models with the same results as on one
+  device."""
   survivor, dead = start_two(
-    HYPERBAND,
-    tmp_path,
-    envs=({'MLP_STOP_AFTER_CHECKPOINT': '4'}, {'MLP_KILL_AFTER_CHECKPOINT': '4'}),
+    HYPERBAND, tmp_path, envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {})
   )
   _, status = os.waitpid(survivor.pid, os.WUNTRACED)
-  assert os.WIFSTOPPED(status)
+  if not os.WIFSTOPPED(status):  # show why it ended instead of stopping
+    survivor.returncode = os.waitstatus_to_exitcode(status)
+    _, dead_stderr = dead.communicate(timeout=300)
+    stderr = survivor.stderr.read()
+    raise AssertionError(f'{stderr[-3000:]}\n--- process 1:\n{dead_stderr[-3000:]}')
   with open(tmp_path / '.lock') as lock:  # process 0 holds the workdir
     with pytest.raises(BlockingIOError):
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert json.loads(lock.read())['pid'] == survivor.pid
+  dead.kill()
   dead.communicate(timeout=300)
   assert dead.returncode == -signal.SIGKILL
   os.kill(survivor.pid, signal.SIGCONT)
@@ -499,8 +484,8 @@ def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
   assert not (tmp_path / 'results.csv').exists()
   stderr = finish(start_two(HYPERBAND, tmp_path))
   # Resumed at step 40 of bracket 0's second rung, its first rung done.
-  assert 'Resuming from' in stderr[0] and ': 1 rung job(s) done' in stderr[0]
-  rung_2 = 'bracket 0, rung 2/2, H 8, 1 models: step'
+  assert 'Resuming from' in stderr[0] and ': 1 round(s) done' in stderr[0]
+  rung_2 = 'bracket 0, rung 2/2, H 8, 1 model: step'
   assert f'{rung_2} 60/60' in stderr[0] and f'{rung_2} 40/60' not in stderr[0]
   assert json.loads((tmp_path / 'summary.json').read_text())['num_devices'] == 4
   assert_same_search(tmp_path, hyperband_workdir[0])

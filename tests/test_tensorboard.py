@@ -13,7 +13,8 @@ import re
 import numpy as np
 import pytest
 
-from mlp import grid, hparams, tensorboard_events
+from mlp import hparams, tensorboard_events
+from mlp.search import space
 from tests.conftest import expected_scalars, read_hparams, read_scalars
 
 pytest.importorskip(
@@ -51,8 +52,8 @@ def test_sweep_sessions_equal_results_csv(sweep_workdir):
   assert set(runs) == {'.'} | models and len(models) == len(results) == 8
 
   configs = [
-    grid.model_config(_config_dict(config), p)
-    for p in grid.points(_config_dict(config))
+    space.model_config(_config_dict(config), p)
+    for p in space.points(_config_dict(config))
   ]
   keys = hparams.in_effect(configs)
   experiment = runs['.'][tensorboard_events.EXPERIMENT_TAG].experiment

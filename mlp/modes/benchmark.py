@@ -26,10 +26,11 @@ import numpy as np
 from absl import logging
 
 from mlp import data as data_lib
-from mlp import grid, hparams, loop, model_axis
+from mlp import hparams, loop, model_axis
 from mlp import workdir as workdir_lib
 from mlp.errors import UserError
 from mlp.hparams import Hyperparams
+from mlp.search import space
 from mlp.step import core, xla_options
 
 COLUMNS = (
@@ -134,7 +135,7 @@ def compile_training(
   base.compute_dtype = compute_dtype
   base.num_iters = 2**16
   configs = [
-    grid.model_config(
+    space.model_config(
       base, {'learning_rate': base.learning_rate * (1 + i / num_models)}
     )
     for i in range(num_models)

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mlp import model
+from mlp import model, models
 from mlp.hparams import Hyperparams
 from mlp.step import core
 
@@ -49,6 +49,7 @@ SUPPORTS = core.Supports(
   },
   hyperparams=_HYPERPARAMS,
   per_model=_HYPERPARAMS,
+  models=(models.MLP,),  # the penalty it carries is the MLP's
 )
 
 
@@ -81,7 +82,7 @@ def train_step(
     new params.
   """
   order, x, y = core.batch(state, hparams, data, static, randomness)
-  options = core.loss_options(hparams, static, randomness.key)
+  options = models.mlp_loss_options(hparams, static, core.loss_key(randomness))
   (_, cross_entropy), grads = jax.value_and_grad(
     model.loss_and_cross_entropy, has_aux=True
   )(state.params, x, y, hparams.l2_reg, **options)

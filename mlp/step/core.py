@@ -1,8 +1,8 @@
 """The training step as the math says it, and the loop of such steps.
 
 `train_step` is one step of mini-batch training: the batch of this step
-(a function of the seed and the step number), `jax.value_and_grad` of
-`model.loss`, the optax update at this step's learning rate, and the step's
+(a function of the seed and the step number), `jax.value_and_grad` of the
+model's loss (`Static.model`, the MLP unless told), the optax update at this step's learning rate, and the step's
 metrics. Every hyperparameter in `Hyperparams` is an array, so `jax.vmap`
 trains many models with one compiled program and a second learning rate
 reuses it; everything that fixes shapes or program structure is in `Static`.
@@ -15,7 +15,7 @@ support.
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +23,17 @@ import optax
 
 from mlp import augment as augment_lib
 from mlp import hparams as hparams_lib
-from mlp import model
+from mlp import models as models_lib
 from mlp.data import scale_images
 from mlp.hparams import Hyperparams
 
 
 class DeviceData(NamedTuple):
-  """The splits used during training, on device; images stay uint8."""
+  """The splits used during training, on device; uint8 images stay uint8."""
 
-  train_images: jax.Array  # (N, D) uint8
+  train_images: jax.Array  # (N, D) or (N, ...) uint8, or float inputs
   train_labels: jax.Array  # (N,) int32
-  val_images: jax.Array  # (V, D) uint8
+  val_images: jax.Array  # (V, D) or (V, ...), as train_images
   val_labels: jax.Array  # (V,) int32
 
 
@@ -44,7 +44,8 @@ class Static:
   `optimizer`, `lr_schedule`, `sampling`, `init` and `compute_dtype` are the
   static choices of `hparams.CHOICES`; `options` names the per-model options
   switched on in the program (`hparams.options_on`), whose code is left out
-  otherwise.
+  otherwise. `model` is the model trained (`models.Model`); `input_size` is
+  the number of scalars in one input.
   """
 
   input_size: int
@@ -62,6 +63,7 @@ class Static:
   compute_dtype: str = 'float32'
   options: frozenset[str] = frozenset()
   augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig()
+  model: models_lib.Model = models_lib.MLP
 
   @property
   def iters_per_epoch(self) -> int:
@@ -77,7 +79,7 @@ class Static:
 
 
 class TrainState(NamedTuple):
-  params: model.Params
+  params: Any  # the model's params pytree
   opt_state: optax.OptState
   step: jax.Array  # int32 scalar, shared by every model of a sweep.
   train_loss: jax.Array  # mean loss over the last segment (nan before any step).
@@ -136,16 +138,9 @@ def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def init_state(hparams: Hyperparams, static: Static) -> TrainState:
-  """Initial params (see `model.init_params`) and optimizer state."""
+  """Initial params (`static.model.init`) and optimizer state."""
   init_key, _ = _keys(hparams.seed)
-  params = model.init_params(
-    init_key,
-    static.input_size,
-    static.hidden_size,
-    static.num_classes,
-    hparams.init_std,
-    static.init,
-  )
+  params = static.model.init(init_key, hparams, static)
   opt_state = optimizer(static, hparams.learning_rate, hparams).init(params)
   order_size = static.num_train if static.sampling == 'permutation' else 0
   return TrainState(
@@ -195,7 +190,7 @@ def batch(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(epoch order, inputs (batch, D) float32, labels (batch,))` of this step.
 
-  Inputs are scaled to [0, 1], and augmented on the device if configured.
+  uint8 inputs are scaled to [0, 1], and augmented on the device if configured.
   """
   if static.sampling == 'permutation':
     order, idx = permutation_batch(hparams.seed, state.step, state.order, static)
@@ -207,19 +202,12 @@ def batch(
   return order, x, data.train_labels[idx]
 
 
-def loss_options(hparams: Hyperparams, static: Static, key: jax.Array) -> dict:
-  """`model.loss`'s keyword arguments for the options in the program."""
-  return {
-    'label_smoothing': hparams.label_smoothing
-    if static.uses('label_smoothing')
-    else None,
-    'dropout_rate': hparams.dropout,
-    'dropout_key': jax.random.fold_in(key, 2) if static.uses('dropout') else None,
-    'compute_dtype': static.compute_dtype,
-  }
+def loss_key(randomness: Randomness) -> jax.Array:
+  """The key a step's loss gets (dropout); augmentation folds in 1, this 2."""
+  return jax.random.fold_in(randomness.key, 2)
 
 
-def clip_by_global_norm(grads: model.Params, max_norm: jax.Array) -> model.Params:
+def clip_by_global_norm(grads, max_norm: jax.Array):
   """`grads` rescaled to at most global norm `max_norm` (0: unchanged)."""
   norm = optax.tree.norm(grads)
   scale = jnp.where((max_norm > 0) & (norm > max_norm), max_norm / norm, 1.0)
@@ -228,7 +216,7 @@ def clip_by_global_norm(grads: model.Params, max_norm: jax.Array) -> model.Param
 
 def update(
   state: TrainState,
-  grads: model.Params,
+  grads,
   hparams: Hyperparams,
   static: Static,
   order: jax.Array,
@@ -258,13 +246,13 @@ def train_step(
   """One step of mini-batch training.
 
   Returns:
-    The new state, and the step's metrics: `loss` (`model.loss` of the batch
-    at the old params) and `active` (whether the model trained this step).
+    The new state, and the step's metrics: `loss` (the model's loss of the
+    batch at the old params) and `active` (whether the model trained this step).
   """
   randomness = draw(hparams.seed, state.step, static)
   order, x, y = batch(state, hparams, data, static, randomness)
-  loss, grads = jax.value_and_grad(model.loss)(
-    state.params, x, y, hparams.l2_reg, **loss_options(hparams, static, randomness.key)
+  loss, grads = jax.value_and_grad(static.model.loss)(
+    state.params, x, y, hparams, static, loss_key(randomness)
   )
   state, active = update(state, grads, hparams, static, order)
   return state, {'loss': loss, 'active': active}
@@ -332,15 +320,20 @@ class Supports:
     per_model: those of them that may differ between its models (the rest
       must be shared, e.g. the seed, so that the models share their batches).
     many_models: whether the path needs a model axis.
+    models: the models it implements (their own math is in the path): a
+      program of any other model runs the core.
   """
 
   choices: Mapping[str, tuple[str, ...]]
   hyperparams: frozenset[str]
   per_model: frozenset[str] = frozenset()
   many_models: bool = False
+  models: tuple[models_lib.Model, ...] = ()
 
   def covers(self, static: Static, hparam_axes: Hyperparams | None) -> bool:
     """Whether the path implements everything this program uses."""
+    if static.model not in self.models:
+      return False
     if self.many_models and hparam_axes is None:
       return False
     choices = {c.name: getattr(static, c.name) for c in hparams_lib.CHOICES}
@@ -356,5 +349,6 @@ class Supports:
       return False
     if hparam_axes is None:
       return True
-    varying = {name for name, axis in hparam_axes._asdict().items() if axis is not None}
+    axes = hparam_axes._asdict()
+    varying = {name for name in hparams_lib.NAMES if axes[name] is not None}
     return varying & used <= self.per_model

@@ -20,7 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mlp import model
+from mlp import model, models
 from mlp.hparams import Hyperparams
 from mlp.step import blocked, core
 
@@ -57,6 +57,7 @@ SUPPORTS = core.Supports(
     }
   ),
   many_models=True,
+  models=(models.MLP,),  # its tall layout is the MLP's first layer
 )
 
 
