@@ -26,8 +26,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 # JAX and the modes are imported in `_dispatch`, so that `--help` stays fast.
-from mlp import cli, compile_cache, interrupt, preflight
+from mlp import cli, compile_cache, interrupt
 from mlp.errors import UserError
+from mlp.search import preflight
 
 MODES = ('train', 'eval', 'sweep', 'predict', 'serve', 'benchmark')
 

@@ -5,7 +5,7 @@ files left behind).
 The classes: NaN params, stale params, the empty workdir, overflow,
 underflow, repeated overrides, incomplete configs, cost checks, messages,
 repair and tracebacks. Most of these failures happen before JAX is imported
-(`mlp.preflight`), so most processes here take a fraction of a second; the
+(`mlp.search.preflight`), so most processes here take a fraction of a second; the
 few that need a trained workdir copy the suite's `trained_workdir` or build
 one by hand (a `config.json` and a `params.npz`).
 """
@@ -187,11 +187,11 @@ def test_a_run_leaves_nothing_stale_and_deletes_only_what_it_wrote(
   )
   assert 'num_iters=3000000000 is invalid' in one_error(overflow)
   assert snapshot(workdir) == before  # validated before anything was written
-  from mlp.modes import train
+  from mlp.search import single
 
   config = test_config.get_config().to_dict()
   with pytest.raises(UserError) as refused:
-    checkpoint.prepare_resume(foreign, config, restart=True, outputs=train.OUTPUTS)
+    checkpoint.prepare_resume(foreign, config, restart=True, outputs=single.OUTPUTS)
   assert str(refused.value) == (
     f'workdir {foreign} holds config.json, which this tool did not write (its '
     '.manifest does not name them): move them away, or pass another --workdir'
