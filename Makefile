@@ -43,7 +43,8 @@ gallery: install-dev
 	$(PY) main.py --config=configs/default.py --workdir=runs/default
 	$(PY) main.py --mode=sweep --config=configs/sweep.py --workdir=runs/sweep
 	$(PY) bench/gallery.py runs/default runs/sweep docs/gallery
-	$(PY) bench/browser.py runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
+	$(PY) bench/browser.py hparams runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
+	$(PY) bench/browser.py serve runs/default docs/gallery/serve_page.png  # needs chromium
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -7,6 +7,7 @@
   python main.py --mode=predict --workdir=runs/default --images='my_digits/*.png'
   python main.py --mode=predict --workdir=runs/default --images='docs/samples/*.jpg' \
     --save_preprocessed=/tmp/seen   # also writes the 28x28 images the model saw
+  python main.py --mode=serve --workdir=runs/default   # a page to draw digits on
   python main.py --help --config=configs/default.py   # also lists the config's fields
 
 Every mistake a user can fix ends in one line on stderr, `Error: ...`, and a
@@ -27,8 +28,9 @@ from ml_collections import config_flags
 # JAX and the modes are imported in `_dispatch`, so that `--help` stays fast.
 from mlp import cli, compile_cache, interrupt, logs
 from mlp.errors import UserError
+from mlp.search import preflight
 
-MODES = ('train', 'eval', 'sweep', 'predict', 'benchmark')
+MODES = ('train', 'eval', 'sweep', 'predict', 'serve', 'benchmark')
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', None, 'Path to a config file, e.g. configs/default.py.', lock_config=True
@@ -75,6 +77,15 @@ _SAVE_PREPROCESSED = flags.DEFINE_string(
   None,
   '--mode=predict: a directory for the 28x28 images the model saw, one PNG each.',
 )
+_PORT = flags.DEFINE_integer(
+  'port', 8000, '--mode=serve: the port to listen on (0 = a free one).', 0, 65535
+)
+_HOST = flags.DEFINE_string(
+  'host',
+  '127.0.0.1',
+  '--mode=serve: the address to listen on; another than 127.0.0.1 (e.g. 0.0.0.0) '
+  'opens the page to other machines.',
+)
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
   'compilation_cache_dir',
   compile_cache.default_dir(),
@@ -87,8 +98,19 @@ _VERBOSE = flags.DEFINE_bool(
   "Log lines with absl's full prefix (level, date, time, thread, file:line) instead "
   "of HH:MM:SS; any of absl's logging flags (--verbosity, --log_dir, ...) does too.",
 )
-# The modes that read a config file (eval and predict read the workdir's).
+# The modes that read a config file (eval, predict and serve read the workdir's).
 _NEEDS_CONFIG = ('train', 'sweep', 'benchmark')
+flags.register_validator(
+  'workdir',
+  lambda value: value is None or bool(value.strip()),
+  message='--workdir is empty: pass a directory for the run, e.g. --workdir=runs/NAME',
+)
+flags.register_validator(
+  'num_processes',
+  lambda value: value is None or value >= 1,
+  message='--num_processes must be at least 1 (the processes of the run, this one '
+  'included)',
+)
 
 
 def _fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -99,17 +121,22 @@ def _fail(message: str, exit_code: int = 1) -> NoReturn:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with every mistake in flags or config files as one line."""
+  try:
+    return _parse_flags_or_fail(argv)
+  except interrupt.Interrupted as e:  # Ctrl-C while a config file loads
+    _fail('Interrupted while loading the flags and the --config file', e.exit_code)
+
+
+def _parse_flags_or_fail(argv: list[str]) -> list[str]:
   config_parser = flags.FLAGS['config'].parser
   if cli.help_asked(argv):
     if error := cli.print_help(argv, config_parser, app.usage):
       _fail(error, 2)
     sys.exit(0)
   try:
-    remaining = flags.FLAGS(argv)
-    if _CONFIG.value is not None:
+    remaining = flags.FLAGS(cli.last_overrides(argv))
+    if cli.config_argument(argv) is not None:
       cli.usable(_CONFIG.value)  # A config file that failed to load raises only now.
-  except BrokenPipeError:
-    raise
   except Exception as e:  # noqa: BLE001 -- flags, overrides, config files
     _fail(cli.flag_error(e, argv, config_parser), 2)
   # Missing flags are flag errors (exit 2), like absl's own.
@@ -142,15 +169,16 @@ def _dispatch(mode: str) -> None:
         save_preprocessed=_SAVE_PREPROCESSED.value,
       )
     )
+  elif mode == 'serve':
+    from mlp.modes import serve
+
+    serve.run(_WORKDIR.value, _PORT.value, _HOST.value)
   elif mode == 'train':
     from mlp.modes import train
 
     summary = train.run(config, _WORKDIR.value, restart=_RESTART.value)
     if summary['diverged']:
-      raise UserError(
-        f'training diverged (loss {summary["final_loss"]}) after {summary["steps"]} '
-        f'steps: lower --config.learning_rate (now {config.learning_rate:g})'
-      )
+      raise UserError(train.divergence_message(config, summary))
   elif mode == 'sweep':
     from mlp.modes import sweep
 
@@ -163,13 +191,25 @@ def _dispatch(mode: str) -> None:
 
 def _error_message(error: UserError) -> str:
   """The error's line; after a failed write, also what the run keeps."""
-  from mlp import checkpoint, workdir
+  from mlp import workdir
 
   if not isinstance(error, workdir.WriteError) or _MODE.value not in ('train', 'sweep'):
     return str(error)
+  from mlp import checkpoint  # JAX: only once a run has written
+
   kept = checkpoint.describe_newest(Path(_WORKDIR.value))
   fix = 'free some space; ' if error.errno == errno.ENOSPC else ''
   return f'{error}; {fix}{kept}'
+
+
+def _interrupted_message(error: interrupt.Interrupted) -> str:
+  """The interruption's line; for train and sweep, also what the run keeps."""
+  if _MODE.value not in ('train', 'sweep'):
+    return 'Interrupted'
+  checkpoint = sys.modules.get('mlp.checkpoint')  # not imported: nothing started
+  if checkpoint is None or not Path(_WORKDIR.value).is_dir():
+    return error.message('nothing was written: the same command starts over')
+  return error.message(checkpoint.describe_newest(Path(_WORKDIR.value)))
 
 
 def main(argv: list[str]) -> None:
@@ -181,6 +221,7 @@ def main(argv: list[str]) -> None:
     logs.use_plain_format()
   interrupt.install()
   try:
+    preflight.check(_MODE.value, _CONFIG.value)  # before JAX is imported
     from mlp import distributed
 
     distributed.initialize(
@@ -194,11 +235,12 @@ def main(argv: list[str]) -> None:
       compile_cache.enable(_COMPILATION_CACHE_DIR.value)
     _dispatch(_MODE.value)
   except interrupt.Interrupted as e:
-    _fail(
-      e.message() if _MODE.value in ('train', 'sweep') else 'Interrupted', e.exit_code
-    )
+    _fail(_interrupted_message(e), e.exit_code)
   except UserError as e:
     _fail(_error_message(e))
+  except BrokenPipeError:  # `main.py --mode=predict ... | head -1` stopped reading
+    cli.drop_stdout()
+    _fail('the output was cut short: its reader closed standard output early')
   except Exception as e:
     distributed = sys.modules.get('mlp.distributed')
     if distributed is None or (message := distributed.lost_peer(e)) is None:
@@ -213,6 +255,7 @@ def run() -> None:
   """The command line's entry point (`python main.py`, or `mlp` once installed)."""
   # The TPU probe's "Unable to initialize backend" line is noise on CPU/GPU.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+  interrupt.install()  # before the flags: a config file may take a while to load
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import zipfile
 from pathlib import Path
@@ -205,6 +204,7 @@ def newest_intact(directory: Path) -> tuple[Path, Contents] | None:
         'Checkpoint %s is damaged (%s); trying the one before it.', path, e
       )
       if distributed.is_writer():
+        workdir_lib.note_written(path.with_name(path.name + '.damaged'))
         path.replace(path.with_name(path.name + '.damaged'))
   if checkpoints:
     raise UserError(
@@ -242,25 +242,37 @@ def prepare_resume(
 ) -> tuple[Path, Contents] | None:
   """Decides how a run uses `workdir` (which this process has claimed).
 
+  A run that starts from scratch first deletes every file that the workdir's
+  manifest names (`workdir.remove_written`): the outputs and checkpoints of
+  any earlier run, of whatever kind, so that nothing stale is left for eval or
+  predict to find. Files the manifest does not name are never deleted: a
+  run whose own files (`config.json`, `outputs`) are among them is refused.
+
   Args:
     workdir: an existing directory.
     config: this run's config, as a dict.
-    restart: start over: delete this run kind's outputs and checkpoints.
-    outputs: the files this kind of run writes (deleted on restart).
+    restart: start over, whatever the workdir holds.
+    outputs: the files this kind of run writes.
 
   Returns:
     The newest intact checkpoint and its contents, or None to start from
     scratch.
 
   Raises:
-    UserError: when the workdir holds a run of a different config, or
-      checkpoints of which none is intact.
+    UserError: when the workdir holds a run of a different config, files of
+      its own names that this tool did not write, or checkpoints of which none
+      is intact.
   """
+  writer = distributed.is_writer()  # process 0 deletes; the others follow it
+  if writer and (foreign := workdir_lib.foreign(workdir, ('config.json', *outputs))):
+    raise UserError(
+      f'workdir {workdir} holds {", ".join(foreign)}, which this tool did not write '
+      f'(its {workdir_lib.MANIFEST} does not name them): move them away, or pass '
+      'another --workdir'
+    )
   if restart:
-    if distributed.is_writer():
-      shutil.rmtree(workdir / DIRNAME, ignore_errors=True)
-      for name in ('config.json', *outputs):
-        (workdir / name).unlink(missing_ok=True)
+    if writer:
+      workdir_lib.remove_written(workdir)
     return None
   found = newest_intact(workdir / DIRNAME)
   if found is not None:
@@ -272,14 +284,18 @@ def prepare_resume(
     )
     source = 'config.json'
   else:
-    return None
+    stored, source = None, None
   # Through JSON, so that tuples compare equal to the lists a file holds.
-  changes = config_changes(stored or {}, json.loads(json.dumps(config)))
+  changes = (
+    config_changes(stored or {}, json.loads(json.dumps(config))) if source else []
+  )
   if changes:
     raise UserError(
       f'workdir {workdir} holds a run with another config ({"; ".join(changes[:3])}; '
       f'from its {source}): pass --restart to overwrite it, or use another --workdir'
     )
+  if found is None and writer:  # from scratch: nothing of an earlier run stays
+    workdir_lib.remove_written(workdir)
   return found
 
 

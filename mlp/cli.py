@@ -95,7 +95,10 @@ def usable(config: object) -> ml_collections.ConfigDict:
   if not isinstance(config, ml_collections.ConfigDict):
     # ml_collections' stand-in for a file that failed to load raises its error.
     getattr(config, 'keys', None)
-    raise TypeError(f'get_config() returned {type(config).__name__}, not a ConfigDict')
+    returned = 'None' if config is None else type(config).__name__
+    raise TypeError(
+      f'get_config() returned {returned}, not a ConfigDict: end it with `return config`'
+    )
   return config
 
 
@@ -409,7 +412,10 @@ def print_help(
     if argument is None:
       print("With --config=configs/NAME.py, --help lists that config's fields too.")
     else:
-      print(f'Config fields of {argument} (override with --config.FIELD=VALUE):')
+      print(
+        f'Config fields of {argument} (override with --config.FIELD=VALUE; '
+        'a field given twice takes the last value):'
+      )
       docs = field_docs(argument)
       shown = {
         name: repr(value)
@@ -428,8 +434,52 @@ def print_help(
       print('\nTry --helpfull to get a list of all flags.')
     sys.stdout.flush()
   except BrokenPipeError:  # `main.py --help | head` stopped reading.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    drop_stdout()
   return None
+
+
+def drop_stdout() -> None:
+  """Sends the rest of stdout to /dev/null, after its reader closed it, so that
+  flushing it at exit raises nothing."""
+  os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def last_overrides(argv: list[str]) -> list[str]:
+  """`argv` with only the last of each repeated `--config.FIELD=VALUE`.
+
+  absl's config flags replace a scalar field's value but add a repeated tuple's
+  values to the earlier ones; here the last value wins for every field (as
+  --help says). `--config.FIELD` and `--noconfig.FIELD` (booleans) count as
+  that field's values too.
+
+  Args:
+    argv: the command line, the program's name first.
+
+  Returns:
+    The command line to parse.
+
+  Raises:
+    flags.Error: when a repeated field is given as `--config.FIELD VALUE`
+      (two arguments), whose value cannot be told from the next flag.
+  """
+  arguments = flag_arguments(argv)
+  last: dict[str, int] = {}
+  for i, argument in enumerate(arguments):
+    if match := re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', argument, re.DOTALL):
+      if match[1] in last and not (match[2] and '=' in arguments[last[match[1]]]):
+        raise flags.Error(
+          f'--config.{match[1]} is given more than once, once without "=": give it '
+          f'once, or each time as --config.{match[1]}=VALUE'
+        )
+      last[match[1]] = i
+  dropped = {
+    i
+    for i, argument in enumerate(arguments)
+    if (match := re.fullmatch(r'--?(?:no)?config\.([^=]+)(=.*)?', argument, re.DOTALL))
+    and last[match[1]] != i
+  }
+  kept = [a for i, a in enumerate(arguments) if i not in dropped]
+  return [argv[0], *kept, *argv[len(arguments) + 1 :]]
 
 
 def mode_mismatch(
@@ -443,11 +493,11 @@ def mode_mismatch(
     path: the config file's path, for the message.
 
   Returns:
-    The one-line error, or `None` when `mode` fits `config` (eval and predict
+    The one-line error, or `None` when `mode` fits `config` (eval, predict and serve
     take any config).
   """
   kinds = [field for field in MODE_FIELDS if field in config]
-  if mode in ('eval', 'predict') or not kinds or mode in kinds:
+  if mode in ('eval', 'predict', 'serve') or not kinds or mode in kinds:
     return None
   kind = kinds[0]
   if mode == 'train':

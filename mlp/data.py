@@ -174,6 +174,10 @@ def load_dataset(
   )
 
 
+# The config fields `from_config` reads.
+CONFIG_FIELDS = ('dataset', 'data_source', 'data_dir', 'data_url', 'num_val')
+
+
 def from_config(config) -> Dataset:
   """The dataset a config names (`dataset`, `data_source`, `data_dir`, ...)."""
   return load_dataset(

@@ -17,8 +17,9 @@ needs more first (`ink_of`):
    components close to it (a broken stroke, the bar of a 5); specks and
    other marks elsewhere are dropped.
 
-`Digit.problem` says when there is no digit to classify: a blank picture, or
-one whose "ink" covers most of it.
+`Digit.problem` says when there is no single digit to classify: a blank
+picture, one whose "ink" covers most of it, or one with another mark as large
+as a digit (two digits side by side).
 """
 
 import dataclasses
@@ -38,6 +39,7 @@ MAX_KEPT_BOX = 0.85  # A kept digit whose box covers more of the picture than th
 LINE_FRACTION = 0.7  # Ink runs across this much of the picture are page lines.
 ZOOM_BELOW = 0.3  # A digit smaller than this part of the picture is looked at again.
 MIN_DIGIT_PIXELS = 12  # Fewer kept pixels (at the working size) are specks.
+OTHER_MARK = 0.3  # A mark left out this large, of the digit's ink: another digit?
 SHADOW_EDGE = 0.08  # A paper tone changing by this part a pixel is an edge.
 STROKE = 0.12  # MNIST's strokes: about 2.5 pixels of the 20-pixel box.
 
@@ -49,8 +51,10 @@ class Digit:
   Attributes:
     image: `(28, 28)` float32 in [0, 1], white digit on black (all zeros
       when `problem` is 'blank').
-    problem: `None`, or why there is no digit to classify: 'blank' (no ink)
-      or 'mostly ink' (ink covers most of the picture).
+    problem: `None`, or why there is no single digit to classify: 'blank'
+      (no ink), 'mostly ink' (ink covers most of the picture) or 'several
+      marks' (a mark as large as a digit, such as another digit, was left
+      out; the one near the centre was read).
     detail: one line for the user about `problem`.
   """
 
@@ -181,12 +185,13 @@ def _bridge(digit: np.ndarray, horizontal: np.ndarray, vertical: np.ndarray):
   return digit | (across & horizontal) | (along & vertical)
 
 
-def _digit_mask(mask: np.ndarray) -> np.ndarray:
+def _digit_mask(mask: np.ndarray) -> tuple[np.ndarray, float]:
   """The dominant ink component near the centre, and the components near it
-  (or near those, and so on)."""
+  (or near those, and so on); and the largest component left out, as a part
+  of the kept ink (0 when none is left out)."""
   labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
   if count == 0:
-    return mask
+    return mask, 0.0
   index = np.arange(1, count + 1)
   areas = ndimage.sum_labels(mask, labels, index)
   centres = np.array(ndimage.center_of_mass(mask, labels, index))
@@ -211,7 +216,16 @@ def _digit_mask(mask: np.ndarray) -> np.ndarray:
     gap_cols = np.maximum.reduce([left - boxes[:, 3], boxes[:, 2] - right, 0 * areas])
     near = candidates & (np.maximum(gap_rows, gap_cols) <= reach) & ~kept
     if not near.any():
-      return np.concatenate([[False], kept])[labels]
+      # Another digit beside this one: a mark left out, beside the kept ink
+      # (not above or below it, as the parts of a broken digit can be), and
+      # as tall as a good part of it.
+      height = bottom - top
+      rows_shared = np.minimum(boxes[:, 1], bottom) - np.maximum(boxes[:, 0], top)
+      beside = (gap_cols > 0) & (rows_shared >= 0.5 * height)
+      beside &= boxes[:, 1] - boxes[:, 0] >= 0.5 * height
+      left_out = areas[~kept & beside & (areas >= MIN_DIGIT_PIXELS)]
+      other = float(left_out.max() / areas[kept].sum()) if left_out.size else 0.0
+      return np.concatenate([[False], kept])[labels], other
     kept |= near
 
 
@@ -284,7 +298,8 @@ def ink_of(
   mask &= ~(horizontal | vertical)
   if not mask.any():
     return *nothing, 'only page lines, no digit'
-  digit = _bridge(_digit_mask(mask), horizontal, vertical)
+  kept, other = _digit_mask(mask)
+  digit = _bridge(kept, horizontal, vertical)
   rows = np.flatnonzero(digit.any(axis=1))
   cols = np.flatnonzero(digit.any(axis=0))
   height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
@@ -306,6 +321,13 @@ def ink_of(
   box = height * width / digit.size
   if box > MAX_KEPT_BOX:
     return ink, digit, 'mostly ink', f'the ink kept spans {box:.0%} of the picture'
+  if other >= OTHER_MARK:
+    return (
+      ink,
+      digit,
+      'several marks',
+      f'another mark, {other:.0%} the size of the one read, was left out',
+    )
   return ink, digit, None, ''
 
 

@@ -48,6 +48,11 @@ def initialize(
       'a multi-process run needs --coordinator_address, --num_processes and --process_id '
       'together (or --distributed where the cluster is detected automatically)'
     )
+  if num_processes is not None and num_processes < 1:
+    raise UserError(
+      f'--num_processes={num_processes} is invalid: expected at least 1 (how many '
+      'processes the run has, this one included)'
+    )
   if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
     raise UserError(
       f'--process_id={process_id} must be between 0 and {num_processes - 1}'

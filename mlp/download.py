@@ -80,7 +80,7 @@ def fetch(
     except BadContentError as e:
       raise UserError(
         f'downloaded {url} {e}; it was deleted and {destination} was not'
-        f' written; check that download_url points at a genuine mirror, or'
+        f' written; check that --config.data_url points at a genuine mirror, or'
         f' {by_hand}'
       ) from None
     os.chmod(temp_path, 0o644)  # mkstemp makes it private to its owner.
@@ -110,7 +110,7 @@ def _copy_response(
     reason = ' '.join(str(reason).split())
     return UserError(
       f'data file {destination} is missing and downloading it from {url} failed'
-      f' ({reason}); {by_hand}, or set download_url to a reachable mirror'
+      f' ({reason}); {by_hand}, or set --config.data_url to a reachable mirror'
     )
 
   num_bytes = 0
@@ -122,7 +122,7 @@ def _copy_response(
           raise UserError(
             f'downloaded {url} is larger than {max_bytes} bytes, more than any'
             f' genuine copy; it was deleted and {destination} was not written;'
-            f' check that download_url points at a genuine mirror, or {by_hand}'
+            f' check that --config.data_url points at a genuine mirror, or {by_hand}'
           )
         try:
           out.write(chunk)

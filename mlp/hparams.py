@@ -29,6 +29,15 @@ import numpy as np
 
 from mlp.errors import UserError
 
+# The widths of the compiled program's numbers: integers are int32, per-model
+# floats float32 (bfloat16, the other compute dtype, has float32's exponents).
+INT32_MAX = int(np.iinfo(np.int32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The most models one sweep may hold: its configs alone take seconds to build
+# per ten thousand models, and its training far longer.
+MAX_MODELS = 10_000
+
 
 @dataclasses.dataclass(frozen=True)
 class Field:
@@ -63,23 +72,30 @@ class Field:
   needs: str | None = None
   doc: str = ''
 
+  def _shown(self, bound: float) -> str:
+    return str(int(bound)) if self.dtype is int else f'{bound:g}'
+
   def expected(self) -> str:
     """What a valid value looks like, for error messages."""
     kind = 'an integer' if self.dtype is int else 'a finite number'
-
-    def shown(bound: float) -> str:  # 2147483647, not 2.14748e+09
-      return str(int(bound)) if self.dtype is int else f'{bound:g}'
-
-    low = f'> {shown(self.low)}' if self.low_open else f'>= {shown(self.low)}'
+    low = (
+      f'> {self._shown(self.low)}' if self.low_open else f'>= {self._shown(self.low)}'
+    )
     if math.isinf(self.high):
       return f'{kind} {low}'
+    high = self._shown(self.high)
     if not (self.low_open or self.high_open):
-      return f'{kind} between {shown(self.low)} and {shown(self.high)}'
-    high = f'< {shown(self.high)}' if self.high_open else f'<= {shown(self.high)}'
-    return f'{kind} {low} and {high}'
+      return f'{kind} between {self._shown(self.low)} and {high}'
+    return f'{kind} {low} and {"<" if self.high_open else "<="} {high}'
 
-  def check(self, value: Any) -> None:
-    """Raises `UserError` unless `value` is valid for this field."""
+  def problem(self, value: Any) -> str | None:
+    """Why `value` is invalid for this field (`None` when it is valid).
+
+    Beyond the declared range: an integer must fit the int32 the compiled
+    program holds it in, and a non-zero float must stay a normal float32
+    number (the dtype of `Hyperparams`; bfloat16 has the same exponent
+    range), so that it neither rounds to 0 nor to infinity.
+    """
     number = numbers.Integral if self.dtype is int else numbers.Real
     valid = (
       not isinstance(value, bool)
@@ -89,8 +105,28 @@ class Field:
       and (value < self.high if self.high_open else value <= self.high)
     )
     if not valid:
+      return f'expected {self.expected()}'
+    if self.dtype is int and abs(value) > INT32_MAX:
+      return (
+        f'it does not fit the int32 the compiled program holds it in (at most '
+        f'{INT32_MAX})'
+      )
+    if self.dtype is float and value != 0 and abs(value) < FLOAT32_TINY:
+      return (
+        f'it rounds to 0 (or loses its precision) in float32, whose smallest normal '
+        f'number is {FLOAT32_TINY:.4g}'
+      )
+    if self.dtype is float and abs(value) > FLOAT32_MAX:
+      return (
+        f'it rounds to infinity in float32, whose largest number is {FLOAT32_MAX:.4g}'
+      )
+    return None
+
+  def check(self, value: Any) -> None:
+    """Raises `UserError` unless `value` is valid for this field."""
+    if problem := self.problem(value):
       raise UserError(
-        f'config field {self.name}={value!r} is invalid: expected {self.expected()} '
+        f'config field {self.name}={value!r} is invalid: {problem} '
         f'(set it with --config.{self.name}=VALUE)'
       )
 
@@ -266,6 +302,9 @@ SEARCH = (
   ),
 )
 
+# The fields of a training config that have no range to check.
+UNCHECKED = ('dataset', 'data_dir', 'data_url', 'write_plots')
+
 FIELDS = {f.name: f for f in (*PER_MODEL, *SHAPES, *SETTINGS)}
 NAMES = tuple(f.name for f in PER_MODEL)
 SWEEPABLE = NAMES + tuple(f.name for f in SHAPES)
@@ -351,8 +390,16 @@ def validate(
     extra: a model's own hyperparameters (absent from `config`: their default).
 
   Raises:
-    UserError: naming the first bad field, its value and what is accepted.
+    UserError: naming the first bad field, its value and what is accepted,
+      or the fields the config lacks.
   """
+  if lacking := missing(config):
+    more = f' and {len(lacking) - 5} more' if len(lacking) > 5 else ''
+    raise UserError(
+      f'the config lacks the field(s) {", ".join(lacking[:5])}{more}: start its '
+      'get_config() from the defaults (from configs import default; '
+      'config = default.get_config()) or set them'
+    )
   for field in FIELDS.values():
     field.check(config[field.name])
   for field in extra:
@@ -364,6 +411,65 @@ def validate(
       f'config field batch_size={config["batch_size"]} is invalid: expected at most the '
       f'{num_train} training images (set it with --config.batch_size=VALUE)'
     )
+
+
+def missing(config: Mapping) -> list[str]:
+  """The fields of a training config (see `configs/default.py`) that `config` lacks."""
+  names = (*FIELDS, *(c.name for c in (*CHOICES, DATA_SOURCE)), *UNCHECKED)
+  return [name for name in names if name not in config]
+
+
+def check_num_models(num_models: int, fix: str) -> None:
+  """Refuses a sweep of more than `MAX_MODELS` models before it is built.
+
+  Args:
+    num_models: the models the sweep's config asks for.
+    fix: the change that lowers them, for the message.
+
+  Raises:
+    UserError: when `num_models` exceeds `MAX_MODELS`.
+  """
+  if num_models > MAX_MODELS:
+    raise UserError(
+      f'the sweep has {num_models:,} models, more than the {MAX_MODELS:,} one sweep '
+      f'may hold (building their configs alone would take minutes): {fix}'
+    )
+
+
+def check_range(name: str, values: Iterable) -> None:
+  """Refuses a swept field's values (or random range's bounds) that the field
+  itself would refuse, with a message that names `config.sweep.NAME`."""
+  field = FIELDS.get(name)
+  if field is None:  # a model's own hyperparameter: `validate(extra=...)` checks it
+    return
+  for value in values:
+    if problem := field.problem(value):
+      raise UserError(
+        f'config.sweep.{name} holds {value!r}, which is invalid: {problem} '
+        f'(change it in --config.sweep.{name})'
+      )
+
+
+def divergence_fix(config: Mapping, start_loss_finite: bool) -> str:
+  """The field to change after a run of `config` diverged, and its value.
+
+  Args:
+    config: the training config that diverged.
+    start_loss_finite: whether the loss of the initial params was finite.
+
+  Returns:
+    E.g. 'lower --config.l2_reg (now 1e+30)': the initial scale when the
+    loss was not finite before the first step; `l2_reg` when it exceeds 1
+    and the penalty's own step (`learning_rate * l2_reg`) does too, which
+    makes the weights grow at every step; else the learning rate.
+  """
+  if not start_loss_finite and config['init'] == 'normal':
+    name = 'init_std'
+  elif config['l2_reg'] > 1 and config['learning_rate'] * config['l2_reg'] > 1:
+    name = 'l2_reg'
+  else:
+    name = 'learning_rate'
+  return f'lower --config.{name} (now {config[name]:g})'
 
 
 def of_config(config: Mapping, extra: Iterable[Field] = ()) -> Hyperparams:

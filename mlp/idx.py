@@ -72,7 +72,8 @@ def load(spec: 'DatasetSpec', directory: Path, url: str) -> Arrays:
   url = url if url.endswith('/') else url + '/'
   if not url.startswith(('http://', 'https://')):
     raise UserError(
-      f'download_url {url!r} is not an http(s) URL; give a mirror such as {spec.url}'
+      f'config field data_url={url!r} is not an http(s) URL: set --config.data_url to '
+      f'a mirror such as {spec.url}'
     )
   counts = (spec.num_train, spec.num_train, spec.num_test, spec.num_test)
   files = [

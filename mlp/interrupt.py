@@ -10,13 +10,15 @@ not wait. `main.py` turns `Interrupted` into one `Error:` line and exit code
 """
 
 import contextlib
+import os
 import signal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _pending: int | None = None
 _deferring = False
-position = 'step 0'  # where training stands, for the message; the loop updates it
+position: str | None = None  # where training stands; the loop updates it
+finished = False  # training is over: the run writes its results
 
 
 class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not an Exception
@@ -30,8 +32,29 @@ class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not a
   def exit_code(self) -> int:
     return 128 + self.signum
 
-  def message(self) -> str:
-    return f'Interrupted at {position}; the same command resumes'
+  def message(self, kept: str) -> str:
+    """The `Error:` line: where the run stood, then `kept` (what it keeps,
+    e.g. `checkpoint.describe_newest`)."""
+    if finished:
+      where = 'after training finished, while writing the results'
+    elif position is None:
+      where = 'before training started'
+    else:
+      where = f'at {position}'
+    return f'Interrupted {where}; {kept}'
+
+
+def training_done() -> None:
+  """Marks the end of training: a signal from now on interrupts the writing
+  of the results, not training (the message says so).
+
+  For tests, `MLP_STOP_AFTER_TRAINING=1` stops the process here (SIGSTOP), so
+  that a signal can be sent at this known point.
+  """
+  global finished
+  finished = True
+  if os.environ.get('MLP_STOP_AFTER_TRAINING') == '1':
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _handler(signum, frame):

@@ -455,6 +455,7 @@ class Trainer:
       initial = distributed.to_host(program.start_loss(state.params, hparams, data))
       initial = initial.tolist()
     interrupt.position = self._position(job, int(state.step))
+    interrupt.finished = False
     examples = num_models * static.batch_size
     self.progress.done += (int(state.step) - start_step) * examples
     stopped = False

@@ -10,7 +10,6 @@ so nothing here touches a global backend or leaves figures open.
 """
 
 import functools
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +104,11 @@ def plots_directory(workdir: Path) -> Path:
 def read_jsonl(path: Path) -> list[dict]:
   if not path.is_file():
     raise UserError(f'no {path.name} in {path.parent}: run training there first')
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [
+    workdir_lib.loads_json(line)
+    for line in path.read_text().splitlines()
+    if line.strip()
+  ]
 
 
 def format_value(value: float) -> str:

@@ -139,7 +139,7 @@ def write_train_report(workdir: str | Path) -> Path:
     '',
     _OPTIONS_NOTE,
     '',
-    key_value_table(_options(config), ('field', 'value')),
+    key_value_table(options_in_effect(config), ('field', 'value')),
     '',
     *_plot_section(workdir, list(_TRAIN_PLOTS)),
     *_config_section(config),
@@ -159,7 +159,7 @@ _SWEEP_OPTIONS_NOTE = (
 )
 
 
-def _options(config: dict, leave_out=()) -> list[tuple[str, object]]:
+def options_in_effect(config: dict, leave_out=()) -> list[tuple[str, object]]:
   """`(field, value)` of the options in effect (`hparams.in_effect`), and the data."""
   pairs = [
     (key, config[key])
@@ -247,7 +247,7 @@ def write_sweep_report(workdir: str | Path) -> Path:
     '',
     _SWEEP_OPTIONS_NOTE,
     '',
-    key_value_table(_options(config, leave_out=swept), ('field', 'value')),
+    key_value_table(options_in_effect(config, leave_out=swept), ('field', 'value')),
     '',
     '## Best model',
     '',

@@ -19,7 +19,6 @@ another kind of sweep can add its columns in one place.
 import csv
 import dataclasses
 import io
-import json
 import math
 from collections.abc import Sequence
 
@@ -199,4 +198,4 @@ def write(workdir, results: list, fields: Sequence[str], pick: Pick = Pick()) ->
         'hyperparameters': {k: r.config[k] for k in fields},
         'curves': r.history,
       }
-      f.write(json.dumps(record) + '\n')
+      f.write(workdir_lib.dumps_json(record) + '\n')

@@ -45,15 +45,24 @@ def model_run(index: int) -> str:
 
 
 def _records(path: Path) -> Iterator[bytes]:
-  """The complete TFRecord payloads of an event file (a torn tail is skipped)."""
+  """The TFRecord payloads of an event file up to the first torn or damaged
+  one (a checksum that does not match), where TensorBoard stops reading too."""
+  from tensorboardX.record_writer import masked_crc32c
+
   data = path.read_bytes()
   position = 0
   while position + 12 <= len(data):
-    (length,) = struct.unpack('<Q', data[position : position + 8])
+    header = data[position : position + 8]
+    (length,) = struct.unpack('<Q', header)
     end = position + 12 + length + 4
     if end > len(data):
       return
-    yield data[position + 12 : position + 12 + length]
+    payload = data[position + 12 : position + 12 + length]
+    if struct.unpack('<I', data[position + 8 : position + 12])[0] != masked_crc32c(
+      header
+    ) or struct.unpack('<I', data[end - 4 : end])[0] != masked_crc32c(payload):
+      return
+    yield payload
     position = end
 
 
@@ -112,6 +121,7 @@ class RunWriter:
         f'{next(_FILE_NUMBERS):06d}'
       )
       events = [event_pb2.Event(wall_time=now, file_version='brain.Event:2'), *events]
+    workdir_lib.note_written(self._path)
     try:  # a record cut short by a full disk is skipped when read back
       with open(self._path, 'ab') as f:
         f.write(b''.join(_frame(e.SerializeToString()) for e in events))
@@ -140,6 +150,15 @@ class RunWriter:
           )
         ]
       )
+
+  def backfill(self, rows: Sequence[Mapping]) -> None:
+    """Writes the `SCALARS` of each evaluation in `rows` (as `metrics.jsonl`
+    holds them, in step order) that the run's events lack: those a damaged
+    event file lost, which TensorBoard would otherwise show as a gap."""
+    recorded = min((self.recorded.get(tag, -1) for tag in SCALARS), default=-1)
+    for row in rows:
+      if row['step'] > recorded:
+        self.scalars(row['step'], {tag: row[tag] for tag in SCALARS})
 
   def plugin_summary(self, tag: str, plugin: str, content: bytes) -> None:
     """Writes a plugin's summary once: nothing if the run already holds `tag`."""

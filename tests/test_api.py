@@ -135,3 +135,28 @@ def test_a_models_own_hyperparameter_is_swept_like_the_tables(tmp_path):
       **SETTINGS,
     )
   assert not (tmp_path / 'refused').exists()
+
+
+def test_one_model_of_its_own_trains_alone_with_the_train_workdirs_files(tmp_path):
+  """`api.train` (what `--mode=train` calls) on a model with no `predict`:
+  the train workdir's files, its own params, accuracies by its `accuracy`."""
+  from configs import default
+  from mlp import data, loop, workdir
+  from tests.test_models import LINEAR
+
+  config = default.get_config()
+  config.update(
+    batch_size=16, num_iters=40, eval_every=20, train_eval_size=40, write_plots=False
+  )
+  config.l1_reg = 1e-3  # the model's own hyperparameter, set in the config
+  arrays = synthetic()
+  dataset = data.from_arrays(*(arrays[i : i + 2] for i in (0, 2, 4)))
+  summary = api.train(config, dataset, tmp_path, model=LINEAR)
+  assert summary['steps'] == 40 and summary['num_params'] == 12 * 3 + 3
+  params = workdir.load_params(tmp_path / 'params.npz')
+  assert set(params) == {'w', 'b'}
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(line)['step'] for line in lines] == [20, 40]
+  static = loop.static_for([config], dataset, model=LINEAR)
+  test = LINEAR.accuracy(params, dataset.test_images, dataset.test_labels, static)
+  assert summary['test_accuracy'] == pytest.approx(float(test), abs=1e-6)

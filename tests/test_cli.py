@@ -160,7 +160,10 @@ def test_help_with_a_config_lists_its_fields(args):
   result = run_main(*args)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
-  heading = 'Config fields of configs/default.py (override with --config.FIELD=VALUE):'
+  heading = (
+    'Config fields of configs/default.py (override with --config.FIELD=VALUE; '
+    'a field given twice takes the last value):'
+  )
   assert heading in lines
   fields = lines[lines.index(heading) + 1 :]
   # Each field with its meaning and range (the table's) or its comment.
@@ -340,7 +343,8 @@ def test_print_help_lists_the_fields_after_the_usage(capsys):
   assert cli.print_help(argv, FakeConfigParser(sweep_config()), usage) is None
   assert capsys.readouterr().out.splitlines() == [
     "usage {'shorthelp': False, 'writeto_stdout': True}",
-    'Config fields of c.py (override with --config.FIELD=VALUE):',
+    'Config fields of c.py (override with --config.FIELD=VALUE; a field given twice '
+    'takes the last value):',
     '  empty = {}',
     '',  # the repr of an empty ConfigDict ends in a newline
     # Each field's meaning and range from the table (c.py has no comments).
@@ -390,6 +394,6 @@ def test_print_help_returns_the_error_of_a_config_that_fails_to_load(capsys):
   line = cli.print_help(argv, FakeConfigParser(5), print)
   assert line == (
     'cannot load the --config file c.py: TypeError: '
-    'get_config() returned int, not a ConfigDict'
+    'get_config() returned int, not a ConfigDict: end it with `return config`'
   )
   assert capsys.readouterr().out == ''

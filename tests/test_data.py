@@ -449,9 +449,7 @@ def test_download_server_down(tiny: Tiny, tmp_path: Path) -> None:
 
 
 def test_download_url_must_be_http(tiny: Tiny) -> None:
-  with pytest.raises(
-    UserError, match="download_url 'ftp://example.org/' is not an http"
-  ):
+  with pytest.raises(UserError, match="data_url='ftp://example.org/' is not an http"):
     _load_tiny(tiny, download_url='ftp://example.org/')
 
 

@@ -20,8 +20,12 @@ MLP = REPO / 'mlp'
 # `models` is the form any model takes for the engine; `model` is the MLP's math.
 LAYERS = ('modes', 'search', 'loop', 'step', 'models', 'model')
 # Helpers of several modes (accuracy over a split, the model axis, pictures and
-# tables of results) may also use the step and the model, but not the loop.
+# tables of results, the classifier of predict and serve, and serve's server
+# that uses it) may also use the step and the model, but not the search or the
+# loop.
 HELPERS = (
+  'classifier',
+  'web',
   'evaluation',
   'model_axis',
   'resources',
@@ -70,7 +74,9 @@ def test_imports_point_down(module):
       continue
     target = layer(imported)
     if own is None and module.split('.')[1] in HELPERS:
-      assert target not in ('modes', 'loop'), f'{module} (a helper) imports {imported}'
+      assert target not in ('modes', 'search', 'loop'), (
+        f'{module} (a helper) imports {imported}'
+      )
     elif own is None:  # below every layer: imports none of them
       assert target is None, f'{module} (below the layers) imports {imported}'
     elif target is not None:

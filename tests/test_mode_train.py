@@ -47,6 +47,7 @@ def test_train_writes_the_workdir_files(trained):
   workdir, result = trained
   assert sorted(p.name for p in workdir.iterdir()) == [
     '.lock',
+    '.manifest',
     'checkpoints',
     'config.json',
     'metrics.jsonl',

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from mlp import data as data_lib
 from mlp import evaluation, hparams, loop, model, models, resources, step
 from mlp.errors import UserError
@@ -97,6 +98,7 @@ def test_a_models_own_hyperparameters_are_declared_like_the_tables():
   assert hparams.names_of(made) == (*hparams.NAMES, 'l1_reg')
   config = {f.name: f.default for f in (*hparams.FIELDS.values(),)}
   config |= {c.name: c.default for c in (*hparams.CHOICES, hparams.DATA_SOURCE)}
+  config |= {n: default.get_config()[n] for n in hparams.UNCHECKED}  # data, plots
   hparams.validate(config, extra=(L1,))  # absent: its default
   with pytest.raises(UserError, match=r'l1_reg=-1.*>= 0'):
     hparams.validate({**config, 'l1_reg': -1.0}, extra=(L1,))

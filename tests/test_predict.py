@@ -275,3 +275,26 @@ def test_samples_and_save_preprocessed(trained_workdir, tmp_path):
       io.StringIO(),
       str(a_file / 'x'),
     )
+
+
+def test_two_digits_side_by_side_are_flagged(mnist):
+  """The digit near the centre is read, and the other one is named: beside it
+  at any gap wider than the strokes' reach; a part far above or below it is
+  not another digit."""
+  first, second = (mnist.test_images[i].reshape(28, 28) for i in (0, 1))
+  for gap in (6, 30):
+    pair = np.zeros((28, 56 + gap), np.uint8)
+    pair[:, :28], pair[:, 28 + gap :] = first, second
+    big = Image.fromarray(255 - pair).resize(((56 + gap) * 5, 140))
+    page = Image.new('L', (big.width + 40, 200), 255)
+    page.paste(big, (20, 30))
+    digit = digit_image.preprocess_digit(page)
+    assert digit.problem == 'several marks', (gap, digit.detail)
+    assert 'another mark' in digit.detail and 'was left out' in digit.detail
+  page = np.full((300, 300), 255, np.uint8)
+  page[20:160, 140:160] = 0  # a one
+  below = page.copy()
+  below[250:265, 110:190] = 0  # a bar far below it: a part, not a digit beside
+  assert digit_image.preprocess_digit(Image.fromarray(below)).problem is None
+  page[20:160, 240:260] = 0  # another one, beside it
+  assert digit_image.preprocess_digit(Image.fromarray(page)).problem == 'several marks'

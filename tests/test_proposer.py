@@ -215,7 +215,7 @@ TPE = {
   [
     ({'num_samples': 0}, 'num_samples=0: search=tpe needs num_samples >= 1'),
     ({'tpe_batch': 0}, 'tpe_batch=0'),
-    ({'sweep.lr_decay': ('log', 0.5, 2.0)}, 'config field lr_decay='),
+    ({'sweep.lr_decay': ('log', 0.5, 2.0)}, r'config.sweep.lr_decay holds 2\.0'),
     ({'min_iters': 100}, 'min_iters=100'),
   ],
 )

@@ -101,6 +101,13 @@ COMMANDS = {
     'test_benchmark'
   ),
   'tensorboard --logdir runs/': 'test_make_targets',
+  'python main.py --mode=serve --workdir=runs/default': (
+    'test_serve.py::test_the_readmes_serve_and_curl_commands_work_as_written'
+  ),
+  "curl -s --data-binary @docs/samples/clean_7.jpg -H 'Content-Type: image/jpeg' "
+  'http://127.0.0.1:8000/api/predict': (
+    'test_serve.py::test_the_readmes_serve_and_curl_commands_work_as_written'
+  ),
   # A command another test file runs names it as 'FILE::TEST'.
   'python examples/cnn.py --workdir=runs/cnn --tiny': (
     'test_examples.py::test_the_cnn_example_searches_with_hyperband'
@@ -300,3 +307,17 @@ def test_benchmark(benchmark_workdir, tmp_path):
     main._parse_flags(argv)
     assert flags.FLAGS.config.benchmark.hidden_sizes == (16,)
     assert flags.FLAGS.config.benchmark.num_models == (1, 3)
+
+
+def test_pip_install_pins_what_make_install_pins():
+  """`pip install -e .` (pyproject.toml) installs the packages, at the same
+  pins, that `make install` (requirements.txt) does."""
+  import tomllib
+
+  project = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']
+  requirements = [
+    line.strip()
+    for line in (REPO / 'requirements.txt').read_text().splitlines()
+    if line.strip() and not line.startswith('#')
+  ]
+  assert sorted(project['dependencies']) == sorted(requirements)

@@ -88,7 +88,8 @@ def test_lock_signals_damage_and_a_full_disk_lose_nothing(trained_workdir, tmp_p
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 130 and 'Traceback' not in stderr
     assert error_lines(stderr) == [
-      'Error: Interrupted at step 40; the same command resumes'
+      f'Error: Interrupted at step 40; the newest checkpoint, {workdir}/checkpoints/'
+      'ckpt_000000002.npz (step 40), is intact: the same command resumes'
     ]
     assert steps(workdir) == [20, 40]
 
@@ -137,7 +138,8 @@ def test_lock_signals_damage_and_a_full_disk_lose_nothing(trained_workdir, tmp_p
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 143
     assert error_lines(stderr) == [
-      'Error: Interrupted at step 60; the same command resumes'
+      f'Error: Interrupted at step 60; the newest checkpoint, {workdir}/checkpoints/'
+      'ckpt_000000004.npz (step 60), is intact: the same command resumes'
     ]
 
     # 6. The same command finishes the run: bitwise the uninterrupted one.

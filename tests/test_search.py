@@ -11,6 +11,7 @@ import signal
 import numpy as np
 import pytest
 
+from mlp import workdir as workdir_lib
 from mlp.modes import sweep, train
 from mlp.search import budgets, pbt, space
 from tests.conftest import SWEEP, error_lines, run_main, start_main
@@ -118,7 +119,9 @@ def test_halving_keeps_the_top_third_and_never_a_diverged_model(halving_workdir)
   assert list(rows[0])[-3:] == ['rung', 'steps', 'picked']
   curves = {
     r['model']: r['curves']
-    for r in map(json.loads, (workdir / 'curves.jsonl').read_text().splitlines())
+    for r in map(
+      workdir_lib.loads_json, (workdir / 'curves.jsonl').read_text().splitlines()
+    )
   }
   # Rung 0: every model evaluated at step 20; the survivors are the top 4.
   ranked = sorted(
@@ -449,17 +452,18 @@ def test_two_processes_of_two_devices_pbt_as_one_device(pbt_workdir, tmp_path):
 def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
   hyperband_workdir, tmp_path
 ):
-  """Hyperband over 4 devices of 2 processes. Process 0 holds the workdir's
-  lock (seen while it is stopped after its 3rd checkpoint). Process 1 dies
-  after its own 3rd (rung 1's evaluation, then the rung's record; then step
-  40 of the second rung), which trains the survivor
-  gathered across the processes; process 0, let go on, stops at its next
-  collective with one line, not a traceback or an abort. The two resume, and
-  the search keeps the same models with the same results as on one device."""
+  """Hyperband over 4 devices of 2 processes. Process 0 stops itself after
+  its 3rd checkpoint (rung 1's evaluation, then the rung's record; then step
+  40 of the second rung, which trains the survivor gathered across the
+  processes) and holds the workdir's lock. Process 1 is killed then: it can
+  go no further than its next collective, and writes nothing (killing it from
+  inside at its own 3rd checkpoint could reset the socket while process 0
+  still read that checkpoint's gather). Process 0, let go on, stops at its
+  next collective with one line, not a traceback or an abort. The two resume,
+  and the search keeps the same models with the same results as on one
+  device."""
   survivor, dead = start_two(
-    HYPERBAND,
-    tmp_path,
-    envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {'MLP_KILL_AFTER_CHECKPOINT': '3'}),
+    HYPERBAND, tmp_path, envs=({'MLP_STOP_AFTER_CHECKPOINT': '3'}, {})
   )
   _, status = os.waitpid(survivor.pid, os.WUNTRACED)
   if not os.WIFSTOPPED(status):  # show why it ended instead of stopping
@@ -471,6 +475,7 @@ def test_a_dead_peer_stops_hyperband_which_resumes_as_one_device(
     with pytest.raises(BlockingIOError):
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert json.loads(lock.read())['pid'] == survivor.pid
+  dead.kill()
   dead.communicate(timeout=300)
   assert dead.returncode == -signal.SIGKILL
   os.kill(survivor.pid, signal.SIGCONT)

@@ -27,13 +27,21 @@ def run(config: ml_collections.ConfigDict | None, workdir: str) -> dict:
     workdir, f'train first with --mode=train --workdir={workdir}'
   )
   path = workdir_lib.params_path(workdir)
-  params = workdir_lib.load_params(path)
+  params = workdir_lib.load_finite_params(path)
   if config is None:
     config_path = workdir / 'config.json'
     if not config_path.is_file():
       raise UserError(f'no config.json in {workdir}: pass --config=configs/NAME.py')
     config = ml_collections.ConfigDict(
       workdir_lib.read_json(config_path, fix='pass --config=configs/NAME.py')
+    )
+    source = str(config_path)
+  else:
+    source = 'the --config file'
+  if lacking := [name for name in data.CONFIG_FIELDS if name not in config]:
+    raise UserError(
+      f'{source} lacks the field(s) {", ".join(lacking)}: pass '
+      '--config=configs/NAME.py, a config that starts from configs/default.py'
     )
   dataset = data.from_config(config)
   problem = model.shape_problem(

@@ -5,23 +5,21 @@ Any picture is first turned into what MNIST's creators made of their scans
 dropped, the digit's ink fitted to 20x20 and centred in a 28x28 field. A
 photo of a digit on paper or a board, a drawing on a transparent canvas and an
 MNIST image itself all end up alike. A picture without a digit to see (blank,
-or mostly ink) is flagged, not just labelled.
+mostly ink, or two digits side by side) is flagged, not just labelled.
 """
 
 import glob
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
-import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mlp import model
+from mlp import classifier
 from mlp import workdir as workdir_lib
-from mlp.digit_image import IMAGE_SHAPE, Digit, preprocess, preprocess_digit
+from mlp.digit_image import preprocess
 from mlp.errors import UserError
 
 __all__ = ['expand_paths', 'predict', 'preprocess', 'run']
@@ -57,16 +55,6 @@ def expand_paths(spec: str) -> list[str]:
   return list(dict.fromkeys(paths))
 
 
-def check_params(params: dict, source: str = 'params') -> None:
-  """Raises `UserError` unless `params` is a 784-H-C network."""
-  problem = model.shape_problem(params, IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
-  if problem:
-    raise UserError(
-      f'{source} is not a {IMAGE_SHAPE[0] * IMAGE_SHAPE[1]}-H-C network ({problem}): '
-      'pass the --workdir of a run trained on 28x28 images'
-    )
-
-
 def _read_error(path: str, error: Exception) -> str:
   """A one-line reason why `path` could not be read as an image."""
   if isinstance(error, FileNotFoundError):
@@ -80,13 +68,6 @@ def _read_error(path: str, error: Exception) -> str:
   return ' '.join(str(error).split()) or type(error).__name__
 
 
-def load_image(path: str) -> Digit:
-  """The preprocessed picture in the file at `path`."""
-  with Image.open(path) as image:
-    image.load()
-    return preprocess_digit(image)
-
-
 def predict(params: dict, paths: list[str]) -> list[dict]:
   """Classifies each image file.
 
@@ -95,56 +76,27 @@ def predict(params: dict, paths: list[str]) -> list[dict]:
     paths: image files.
 
   Returns:
-    One dict per path, in order. A readable picture: `{'path', 'label',
-    'probability', 'probabilities'}` (`C` floats), `'flag'` (`None`, or
-    'blank' or 'mostly ink' when there is no digit to see; a blank picture's
-    label, probability and probabilities are `None`), `'warning'` (one line
-    for a flagged picture) and `'image'` (the `(28, 28)` float32 input the
-    model saw). A missing or unreadable file: `{'path', 'error'}` (one line).
+    One dict per path, in order. A readable picture: `path` and what
+    `classifier.classify` says of it (`label`, `probability`,
+    `probabilities`, `flag`, `warning`, `image`). A missing or unreadable
+    file: `{'path', 'error'}` (one line).
 
   Raises:
     UserError: if `params` is not a 784-H-C network.
   """
-  check_params(params)
-  results = []
+  classifier.check_params(params)
+  results, digits = [], []
   for path in paths:
     try:
-      digit = load_image(path)
-    # PIL raises more than OSError for broken files (e.g. SyntaxError, ValueError).
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+      digits.append(classifier.read_picture(path))
+    except classifier.READ_ERRORS as e:
       results.append({'path': path, 'error': _read_error(path, e)})
       continue
-    results.append(
-      {
-        'path': path,
-        'label': None,
-        'probability': None,
-        'probabilities': None,
-        'flag': digit.problem,
-        'warning': _warning(digit),
-        'image': digit.image,
-      }
-    )
-  seen = [r for r in results if 'error' not in r and r['flag'] != 'blank']
-  if seen:
-    x = np.stack([r['image'] for r in seen]).reshape(len(seen), -1)
-    probabilities = np.asarray(jax.nn.softmax(model.apply(params, x)), np.float64)
-    for result, row in zip(seen, probabilities, strict=True):
-      label = int(np.argmax(row))
-      result.update(
-        label=label, probability=float(row[label]), probabilities=row.tolist()
-      )
-      if result['flag']:
-        result['warning'] += f'; label {label} is a guess'
+    results.append({'path': path})
+  readable = [r for r in results if 'error' not in r]
+  for result, seen in zip(readable, classifier.classify(params, digits), strict=True):
+    result.update(seen)
   return results
-
-
-def _warning(digit: Digit) -> str | None:
-  if digit.problem == 'blank':
-    return f'no digit to see ({digit.detail}): not classified'
-  if digit.problem:
-    return f'no single digit to see ({digit.detail})'
-  return None
 
 
 def save_images(results: list[dict], directory: str) -> None:
@@ -208,20 +160,14 @@ def run(
   out = sys.stdout if out is None else out
   err = sys.stderr if err is None else err
   paths = expand_paths(images)
-  directory = workdir_lib.existing(
-    workdir, 'pass the --workdir of a train or sweep run'
-  )
-  path = workdir_lib.params_path(directory)
-  params = workdir_lib.load_params(path)
-  check_params(params, source=str(path))
-  results = predict(params, paths)
+  results = predict(classifier.load(workdir).params, paths)
   if save_preprocessed:
     save_images(results, save_preprocessed)
   readable = [r for r in results if 'error' not in r]
   if as_json:
     fields = ('path', 'label', 'probability', 'probabilities', 'flag', 'warning')
-    json.dump([{k: r[k] for k in fields} for r in readable], out, indent=2)
-    out.write('\n')
+    rows = [{k: r[k] for k in fields} for r in readable]
+    out.write(workdir_lib.dumps_json(rows, indent=2) + '\n')
   else:
     for r in readable:
       probability = '-' if r['probability'] is None else f'{r["probability"]:.4f}'

@@ -9,4 +9,8 @@
 - `from_config`: the strategy and members a sweep config asks for.
 - `outputs`: each member's result, and the workdir's tables, summary,
   events, plots and report.
+- `preflight`: the checks of a config that need neither JAX nor data,
+  which `main.py` runs before it imports a mode.
+- `single`: one model trained alone (`--mode=train`), on the same engine.
+- `api`: the public entry points (`search`, `run`, `train`).
 """

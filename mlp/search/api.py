@@ -15,6 +15,11 @@ members of `config.sweep` (`from_config`), trained by the population driver
 (`population`), then the workdir's files (`outputs`). It validates
 everything before it creates the workdir, takes the workdir's lock, and
 resumes from the workdir's checkpoint when it holds the same search.
+
+`train` is one model alone, what `--mode=train` calls (`single.run`): the
+same engine and model functions as a search's members, with the train
+workdir's files (`params.npz`, `metrics.jsonl`, a checkpoint per evaluation).
+Every entry takes `model=` (`models.Model`; the MLP by default).
 """
 
 import dataclasses
@@ -25,14 +30,23 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from mlp import checkpoint, distributed, hparams, loop, model_axis, models, resources
+from mlp import (
+  checkpoint,
+  distributed,
+  hparams,
+  interrupt,
+  loop,
+  model_axis,
+  models,
+  resources,
+)
 from mlp import data as data_lib
 from mlp import results as results_lib
 from mlp import workdir as workdir_lib
 from mlp.data import Dataset
 from mlp.errors import UserError
 from mlp.progress import Progress
-from mlp.search import from_config, outputs, population
+from mlp.search import from_config, outputs, population, single
 from mlp.search import space as space_lib
 
 STUDY = 'optuna.db'  # a proposer's Optuna study (SQLite)
@@ -67,6 +81,10 @@ class Result:
   members: list[outputs.ModelResult]
   summary: dict
   workdir: Path
+
+
+# One model trained alone (`--mode=train`): a config, its data, a workdir.
+train = single.run
 
 
 def search(
@@ -192,6 +210,8 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
   resume_from = checkpoint.prepare_resume(workdir, config.to_dict(), restart, OUTPUTS)
   if distributed.is_writer():
     workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+    if strategy.name == 'tpe':  # Optuna writes the study: named before it does
+      workdir_lib.note_written(workdir / STUDY)
   progress = Progress(1, unit='model-examples')
   trainer = loop.Trainer.of_run(workdir, config, progress)
   trainer.resume_from(resume_from)
@@ -223,6 +243,7 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
     # of the best single model, so train its best seed again.
     best_member, best_params = chosen.index, population.train_again(chosen.index, pop)
   progress.close()
+  interrupt.training_done()  # a Ctrl-C from here on interrupts the writing
   # 3. Write the tables, the summary, the plots and the report.
   summary = outputs.summary(
     len(configs),

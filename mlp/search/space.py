@@ -120,6 +120,8 @@ def swept_values(config: ml_collections.ConfigDict) -> dict[str, tuple]:
       )
     if value:
       spaces[field] = _space(field, tuple(value), field in integers)
+      ends = spaces[field][1:] if is_range(spaces[field]) else spaces[field]
+      hparams.check_range(field, ends)  # the field's own range, float32's, int32's
   return spaces
 
 
@@ -213,6 +215,7 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
         f'config field num_samples={num_samples!r}: search={search} needs num_samples >= 1'
         + ('' if search in draws else ' (0: start from the grid)')
       )
+    hparams.check_num_models(num_samples, 'lower --config.num_samples')
     result = _random_points(values, num_samples, config.seed, _integers(config))
   else:
     ranges = [f for f, space in values.items() if is_range(space)]
@@ -222,13 +225,17 @@ def points(config: ml_collections.ConfigDict) -> list[dict]:
         'needs values: give values, or draw from it with --config.search=random '
         '(or halving, hyperband, pbt) and --config.num_samples=N'
       )
+    hparams.check_num_models(
+      math.prod(len(v) for v in values.values()), 'sweep fewer values'
+    )
     fields = list(values)
     result = [
       dict(zip(fields, combo, strict=True))
       for combo in itertools.product(*values.values())
     ]
+  base = config.to_dict()  # plain dicts: a ConfigDict per point is slow
   for point in result:
-    hparams.validate(model_config(config, point))
+    hparams.validate({**base, **point})
   return result
 
 
