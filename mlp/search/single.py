@@ -16,6 +16,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -86,6 +87,25 @@ def run(
     return _train(config, workdir, restart, dataset, static, values, started)
 
 
+class _Compiled(NamedTuple):
+  """The training program and what the final evaluations need."""
+
+  program: Any
+  values: Any  # the model's hyperparameters, on the device
+  final_splits: dict  # split -> (images on the device, labels)
+  params_like: Any  # the params' shapes
+  seconds: float
+
+
+class _Fit(NamedTuple):
+  """How training went: `loop.Trainer.train`'s outcome and its times."""
+
+  outcome: Any
+  start_loss: float
+  train_seconds: float  # over every process of the run, as `steps`
+  seconds_before: float  # of the processes this run resumes (0 when none)
+
+
 def _train(
   config, workdir: Path, restart: bool, dataset, static, values, started
 ) -> dict:
@@ -103,18 +123,34 @@ def _train(
     data_seconds,
   )
   workdir_lib.write_json(workdir / 'config.json', config.to_dict())
+  compiled = _compile(static, values, dataset, device)
+  fit = _fit(config, workdir, static, compiled, device, resume_from)
+  finish_started = time.perf_counter()
+  summary = _finish(config, workdir, dataset, static, compiled, fit, data_seconds)
+  now = time.perf_counter()
+  _log_done(summary, static, fit, now - started, now - finish_started)
+  print(
+    f'val_accuracy {summary["val_accuracy"]:.4f}  '
+    f'test_accuracy {summary["test_accuracy"]:.4f}'
+  )
+  plots_note = f' and plots in {workdir / "plots"}/' if config.write_plots else ''
+  print(f'Report: {workdir / "report.md"}{plots_note}')
+  return summary
 
+
+def _compile(static, values, dataset: Dataset, device) -> _Compiled:
+  """Compiles the training program; the final evaluations' program (train,
+  val, test in one call) compiles in a second thread beside it, so nothing
+  compiles at the end."""
   model = static.model
   values = jax.device_put(values)
-  # The final evaluations' program (train, val, test in one call) compiles in
-  # a second thread, beside the training program: nothing compiles at the end.
   final_splits = {
     'train': (device.train_images, dataset.train_labels),
     'val': (device.val_images, dataset.val_labels),
     'test': (jax.device_put(dataset.test_images), dataset.test_labels),
   }
   params_like = models.init_shapes(model, values, static)
-  compile_started = time.perf_counter()
+  started = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     if model.predict is not None:
       images = {k: x for k, (x, _) in final_splits.items()}
@@ -124,15 +160,22 @@ def _train(
     program = loop.compile_one(static, values, device)
     if model.predict is not None:
       final_program.result()
-  compile_seconds = time.perf_counter() - compile_started
-  logging.info('Compiled the training step in %.2fs.', compile_seconds)
+  seconds = time.perf_counter() - started
+  logging.info('Compiled the training step in %.2fs.', seconds)
+  return _Compiled(program, values, final_splits, params_like, seconds)
 
+
+def _fit(
+  config, workdir: Path, static, compiled: _Compiled, device, resume_from
+) -> _Fit:
+  """Trains from scratch or from `resume_from`, appending `metrics.jsonl` and
+  the TensorBoard events at every evaluation."""
   metrics_path = workdir / 'metrics.jsonl'
   progress = Progress(static.max_iters * static.batch_size)
   trainer = loop.Trainer.of_run(workdir, config, progress)
   step = trainer.resume_from(resume_from)
   events_path = workdir / tensorboard_events.DIRNAME
-  seconds_before = 0.0  # training seconds of the processes this run resumes
+  seconds_before = 0.0
   if step is None:
     metrics_path.unlink(missing_ok=True)
     shutil.rmtree(events_path, ignore_errors=True)
@@ -141,7 +184,6 @@ def _train(
     seconds_before = _elapsed_before(metrics_path)
     progress.start_time -= seconds_before
     logging.info('Resuming from %s at step %d.', resume_from[0], step)
-
   events = tensorboard_events.RunWriter(events_path)
   if step is not None:  # events a damaged event file lost are written again
     events.backfill(_read_metrics(metrics_path))
@@ -154,6 +196,31 @@ def _train(
       metrics['step'], {tag: metrics[tag] for tag in tensorboard_events.SCALARS}
     )
 
+  outcome = trainer.train(
+    'model',
+    compiled.program,
+    compiled.values,
+    device,
+    describe=_describer(static),
+    on_evaluation=on_evaluation,
+    stop_on_divergence=True,
+  )
+  interrupt.training_done()
+  progress.close()
+  start_loss = float(np.ravel(outcome.start_loss)[0])
+  if outcome.diverged:
+    last = outcome.history[-1]
+    logging.error(
+      'Training diverged at step %d (loss %s): %s.',
+      last['step'],
+      last['train_loss'],
+      hparams.divergence_fix(config, math.isfinite(start_loss)),
+    )
+  return _Fit(outcome, start_loss, progress.elapsed(), seconds_before)
+
+
+def _describer(static):
+  """The progress line of an evaluation's metrics."""
   # The training accuracy of the progress lines is on the first
   # `train_eval_size` images; the final one (summary, report) on all of them.
   train_images = subset(static.train_eval_size, static.num_train)
@@ -165,30 +232,16 @@ def _train(
       f'val acc {m["val_accuracy"]:.4f}, lr {m["learning_rate"]:.3g}'
     )
 
-  outcome = trainer.train(
-    'model',
-    program,
-    values,
-    device,
-    describe=describe,
-    on_evaluation=on_evaluation,
-    stop_on_divergence=True,
-  )
-  interrupt.training_done()
-  progress.close()
-  train_seconds = progress.elapsed()  # over every process of the run, as `steps`
-  last = outcome.history[-1]
-  start_loss = float(np.ravel(outcome.start_loss)[0])
-  if outcome.diverged:
-    logging.error(
-      'Training diverged at step %d (loss %s): %s.',
-      last['step'],
-      last['train_loss'],
-      hparams.divergence_fix(config, math.isfinite(start_loss)),
-    )
+  return describe
 
-  finish_started = time.perf_counter()
-  accuracy = _Accuracies(outcome.state.params, final_splits, model, static)
+
+def _finish(
+  config, workdir: Path, dataset, static, compiled: _Compiled, fit: _Fit, data_seconds
+) -> dict:
+  """The final evaluations, `params.npz`, the plots, `summary.json` and
+  `report.md`; returns the summary."""
+  outcome, model = fit.outcome, static.model
+  accuracy = _Accuracies(outcome.state.params, compiled.final_splits, model, static)
   params = jax.device_get(outcome.state.params)
   steps = int(outcome.state.step)
   workdir_lib.save_params(workdir / 'params.npz', models.flat(params))
@@ -199,60 +252,60 @@ def _train(
       plots.write_train_plots(workdir, dataset, accuracy.predictions)
     else:  # the weights and the predictions' plots read the MLP's params
       plots.learning_curves(
-        plots.read_jsonl(metrics_path),
+        plots.read_jsonl(workdir / 'metrics.jsonl'),
         plots.plots_directory(workdir) / 'learning_curves.png',
       )
   summary = {
     'val_accuracy': accuracy('val'),
     'test_accuracy': accuracy('test'),
     'train_accuracy': accuracy('train'),
-    'final_loss': last['train_loss'],
-    'start_loss': start_loss,
+    'final_loss': outcome.history[-1]['train_loss'],
+    'start_loss': fit.start_loss,
     'diverged': outcome.diverged,
     'steps': steps,
-    'num_params': sum(x.size for x in jax.tree.leaves(params_like)),
+    'num_params': sum(x.size for x in jax.tree.leaves(compiled.params_like)),
     'data_seconds': data_seconds,
-    'compile_seconds': compile_seconds,
-    'train_seconds': train_seconds,
-    'examples_per_second': steps * static.batch_size / train_seconds,
+    'compile_seconds': compiled.seconds,
+    'train_seconds': fit.train_seconds,
+    'examples_per_second': steps * static.batch_size / fit.train_seconds,
     'jax_version': jax.__version__,
     'resumed_from_step': outcome.resumed_at,
     'num_train': static.num_train,
     'train_eval_size': static.train_eval_size,
     **provenance.record(),
   }
-  if seconds_before:
-    summary['process_train_seconds'] = train_seconds - seconds_before
+  if fit.seconds_before:
+    summary['process_train_seconds'] = fit.train_seconds - fit.seconds_before
   workdir_lib.write_json(workdir / 'summary.json', summary)
   report.write_train_report(workdir)
-  # This process's times add up to its total; a resumed run's training
-  # over all its processes is beside them, labelled.
+  return summary
+
+
+def _log_done(
+  summary: dict, static, fit: _Fit, total: float, finish_seconds: float
+) -> None:
+  """The Done line. This process's times add up to its total; a resumed
+  run's training over all its processes is beside them, labelled."""
   resumed = (
-    f'; training over all processes of this run, resumes included, {train_seconds:.2f}s'
-    if seconds_before
+    f'; training over all processes of this run, resumes included, '
+    f'{fit.train_seconds:.2f}s'
+    if fit.seconds_before
     else ''
   )
   logging.info(
     'Done in %.2fs (data %.2fs, compile %.2fs, train %.2fs, final evaluations, '
     'plots and report %.2fs)%s: val %.4f, test %.4f (train accuracy on %s %.4f).',
-    time.perf_counter() - started,
-    data_seconds,
-    compile_seconds,
-    train_seconds - seconds_before,
-    time.perf_counter() - finish_started,
+    total,
+    summary['data_seconds'],
+    summary['compile_seconds'],
+    fit.train_seconds - fit.seconds_before,
+    finish_seconds,
     resumed,
     summary['val_accuracy'],
     summary['test_accuracy'],
     subset(static.num_train, static.num_train),
     summary['train_accuracy'],
   )
-  print(
-    f'val_accuracy {summary["val_accuracy"]:.4f}  '
-    f'test_accuracy {summary["test_accuracy"]:.4f}'
-  )
-  plots_note = f' and plots in {workdir / "plots"}/' if config.write_plots else ''
-  print(f'Report: {workdir / "report.md"}{plots_note}')
-  return summary
 
 
 class _Accuracies:
