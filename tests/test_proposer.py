@@ -247,7 +247,7 @@ def tpe_workdir(tmp_path_factory, mnist):
   return run_search(TPE, tmp_path_factory.mktemp('tpe'), mnist)
 
 
-@pytest.mark.xdist_group('sweep_workdir')  # H 8, chunks of two: the sweep's programs
+@pytest.mark.xdist_group('search')  # H 8, chunks of two: the search tests' programs
 def test_a_tpe_sweep_keeps_its_study_in_the_workdir(tpe_workdir):
   workdir, summary = tpe_workdir
   rows = read_csv(workdir / 'results.csv')
@@ -282,7 +282,7 @@ def test_a_tpe_sweep_keeps_its_study_in_the_workdir(tpe_workdir):
   assert summary['study'] == {'name': 'search', 'complete': 2, 'pruned': 2}
 
 
-@pytest.mark.xdist_group('sweep_workdir')
+@pytest.mark.xdist_group('search')
 def test_a_tpe_sweeps_plot_has_a_panel_per_batch(tpe_workdir):
   from mlp import search_plots
 
@@ -292,7 +292,7 @@ def test_a_tpe_sweeps_plot_has_a_panel_per_batch(tpe_workdir):
   assert path == workdir / 'plots' / 'search.png' and path.stat().st_size > 10_000
 
 
-@pytest.mark.xdist_group('sweep_workdir')
+@pytest.mark.xdist_group('search')
 def test_a_tpe_sweep_stopped_after_a_tell_resumes_bitwise(
   tpe_workdir, tmp_path, monkeypatch, mnist_loaded_once
 ):

@@ -17,9 +17,8 @@ from mlp.search import budgets, pbt, space
 from tests.conftest import SWEEP, error_lines, run_main, start_main
 from tests.test_mode_sweep import sweep_config
 
-# With `pytest -n`, one worker runs this module: its searches run once, after
-# the tiny sweep's, whose compiled programs (H 8 and 16, chunks of two) they reuse.
-pytestmark = pytest.mark.xdist_group('sweep_workdir')
+# With `pytest -n`, one worker runs this module: its searches run once.
+pytestmark = pytest.mark.xdist_group('search')
 
 # The tiny sweep's grid with a diverging learning rate added: 12 models in
 # two shape groups; rungs at 20 and 60 steps (eta 3), so 4 models go on.
