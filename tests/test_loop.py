@@ -13,6 +13,11 @@ from mlp.progress import Progress
 from mlp.step import core
 from tests.conftest import STATIC, make_hparams, stack
 
+# With `pytest -n`, one worker runs this module: the tests that share a
+# program (`train_jit`, `vmapped`, the trainer's `compile_one`) compile it once,
+# instead of two workers compiling it side by side.
+pytestmark = pytest.mark.xdist_group('loop')
+
 train_jit = jax.jit(loop.train, static_argnames='static')
 vmapped = jax.jit(jax.vmap(loop.train, in_axes=(0, None, None)), static_argnums=2)
 

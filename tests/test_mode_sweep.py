@@ -1,6 +1,7 @@
 """--mode=sweep: each vmapped model equals its run alone; chunks, devices, resume."""
 
 import csv
+import functools
 import json
 import signal
 import subprocess
@@ -224,6 +225,8 @@ def test_one_compile_per_hidden_size(monkeypatch, tmp_path, mnist_loaded_once):
   traces = []
   original = loop.train_segment
 
+  # Named as the original, so that its programs are the sweep's (cached).
+  @functools.wraps(original)
   def counting(*args, static, **kwargs):
     traces.append(static.hidden_size)
     return original(*args, static=static, **kwargs)
