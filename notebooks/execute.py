@@ -35,6 +35,7 @@ def execute(
   notebook: nbformat.NotebookNode,
   quick: bool,
   runs: str | Path | None = None,
+  env: dict | None = None,
   cell_timeout: int = 900,
 ) -> nbformat.NotebookNode:
   """Runs every cell of `notebook` in a fresh `python3` kernel, in place.
@@ -43,6 +44,7 @@ def execute(
     notebook: the notebook; its outputs are replaced.
     quick: shrink every training run (the notebook reads `MLP_NOTEBOOK_QUICK`).
     runs: the folder of the notebook's workdirs (default: `runs/notebook/`).
+    env: more environment variables of the kernel (beside this process's).
     cell_timeout: seconds one cell may take.
 
   Returns:
@@ -52,7 +54,7 @@ def execute(
   Raises:
     nbclient.exceptions.CellExecutionError: a cell failed.
   """
-  env = {**os.environ, QUICK_VARIABLE: '1' if quick else '0'}
+  env = {**os.environ, **(env or {}), QUICK_VARIABLE: '1' if quick else '0'}
   if runs is not None:
     env[RUNS_VARIABLE] = str(runs)
   client = nbclient.NotebookClient(

@@ -4,6 +4,7 @@ come from its committed code."""
 
 import importlib.util
 import json
+import os
 
 import nbformat
 
@@ -22,6 +23,13 @@ print({TAG!r} + json.dumps({{
   'sweep_rows': sweep_rows,
 }}))
 """
+
+# XLA:CPU compiles the notebook's programs (five, one a few seconds) in about
+# a third of the time without its backend optimizations; nothing below reads a
+# timing or an exact value.
+FAST_COMPILE = (
+  '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+)
 
 
 def _execute_module():
@@ -64,7 +72,10 @@ def test_the_hash_covers_the_code_cells_and_only_them():
 def test_the_notebook_runs_in_quick_mode(tmp_path):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   notebook.cells.append(nbformat.v4.new_code_cell(INSPECT))
-  execute.execute(notebook, quick=True, runs=tmp_path / 'runs')
+  xla_flags = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
+  execute.execute(
+    notebook, quick=True, runs=tmp_path / 'runs', env={'XLA_FLAGS': xla_flags}
+  )
   (line,) = [
     line
     for output in notebook.cells[-1].outputs
