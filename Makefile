@@ -1,11 +1,12 @@
 # make run: create .venv, install, train configs/default.py on MNIST.
 # make test: install test tools into the same .venv and run the suite.
+# make notebook: execute notebooks/two_layer_net.ipynb in full, outputs saved.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install install-dev run test lint format clean gallery
+.PHONY: install install-dev run test lint format clean gallery notebook
 
 install: $(VENV)/.installed
 
@@ -45,6 +46,11 @@ gallery: install-dev
 	$(PY) bench/gallery.py runs/default runs/sweep docs/gallery
 	$(PY) bench/browser.py hparams runs/sweep docs/gallery/tensorboard_hparams.png  # needs chromium
 	$(PY) bench/browser.py serve runs/default docs/gallery/serve_page.png  # needs chromium
+
+# Runs notebooks/two_layer_net.ipynb in full (a few minutes) and writes its outputs
+# and the hash of its code into it; tests/test_notebook.py checks the hash.
+notebook: install-dev
+	$(PY) notebooks/execute.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
