@@ -200,7 +200,8 @@ def browser(window: tuple[int, int] = (1400, 900), url: str = 'about:blank'):
   import websocket  # websocket-client, a test dependency
 
   with (
-    tempfile.TemporaryDirectory() as profile,
+    # Chromium's helper processes may still write the profile as it closes.
+    tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile,
     _process(
       [
         chromium(),
