@@ -4,8 +4,8 @@
   python main.py --mode=benchmark --config=configs/benchmark.py:full --workdir=runs/benchmark
 
 The default times the default configuration (H 300, batch 200) alone and as 27
-vmapped models: about 1 min 40 s on a 2-core CPU. `:full` adds H 1024 and batch
-1000, eight rows: about 11 minutes on a 2-core CPU, under a minute on a GPU.
+vmapped models: about 30 s on a 2-core CPU. `:full` adds H 1024 and batch
+1000, eight rows: about 3 minutes on a 2-core CPU.
 Each writes benchmark.json and prints a table (docs/performance.md has this
 machine's numbers and the measured times).
 """
