@@ -233,15 +233,7 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
   started = time.perf_counter()
   state, rounds, best = population.run(strategy, pop)
   members = outputs.members(rounds, configs, strategy)
-  best_member, best_params = best.member, best.params
-  swept = results_lib.columns(space_lib.swept_values(config))
-  chosen = results_lib.best_model(members, swept)
-  # One seed: the driver's pick stands (an adaptive search's, among finishers).
-  repeats = results_lib.has_repeats(members, swept)
-  if chosen is not None and chosen.index != best.member and repeats:
-    # Seeds are repeats: the best configuration (by its mean) is not the one
-    # of the best single model, so train its best seed again.
-    best_member, best_params = chosen.index, population.train_again(chosen.index, pop)
+  best_member, best_params = _pick(config, members, best, pop)
   progress.close()
   interrupt.training_done()  # a Ctrl-C from here on interrupts the writing
   # 3. Write the tables, the summary, the plots and the report.
@@ -270,6 +262,22 @@ def _search(config, workdir, restart, strategy, configs, dataset, model) -> Resu
     model=model,
   )
   return Result(table, best_params, members, summary, workdir)
+
+
+def _pick(config, members, best, pop):
+  """`(member, params)` of the search's pick. With one seed per configuration
+  the driver's pick stands (an adaptive search's, among finishers); where
+  seeds are repeats, the best configuration by its mean may not be the one of
+  the best single model, and its best seed is trained again."""
+  swept = results_lib.columns(space_lib.swept_values(config))
+  chosen = results_lib.best_model(members, swept)
+  if (
+    chosen is None
+    or chosen.index == best.member
+    or not results_lib.has_repeats(members, swept)
+  ):
+    return best.member, best.params
+  return chosen.index, population.train_again(chosen.index, pop)
 
 
 def _batched_fields(configs, strategy, model) -> tuple[str, ...]:
